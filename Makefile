@@ -1,0 +1,57 @@
+# compression-course: `make lab` to study, `make test` to run every check.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp-install
+KERNEL := compression-course
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup lab test lint format release bench grade-bench lock doctor clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the lock or the package metadata changed.
+$(STAMP): requirements.lock pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compression-course)" >/dev/null
+	touch $@
+
+setup: $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+release: setup
+	$(PY) -m course_utils release
+
+test: lint
+	$(PY) -m course_utils release --check
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env \
+		tests notebooks solutions
+
+bench: setup
+	$(PY) -m course_utils bench
+
+grade-bench: setup
+	$(PY) benchmarks/grade_bench.py
+
+doctor: setup
+	$(PY) -m course_utils doctor
+
+lock: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v '^compression-course' > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

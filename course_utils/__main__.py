@@ -1,0 +1,71 @@
+"""Command line: ``python -m course_utils {doctor,release,execute,grade,bench}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _release(args: argparse.Namespace) -> int:
+    from .release import ReleaseError, release
+
+    try:
+        changed = release(args.root, check=args.check)
+    except ReleaseError as err:
+        print(f"release: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        if changed:
+            print("Stale exercise notebooks (run `python -m course_utils release`):")
+            for p in changed:
+                print(f"  {p}")
+            return 1
+        print("exercises/ are up to date with solutions/.")
+        return 0
+    print(f"Wrote {len(changed)} exercise notebook(s)." if changed else "exercises/ already up to date.")
+    return 0
+
+
+def _execute(args: argparse.Namespace) -> int:
+    from .notebooks import execute_notebook
+
+    for path in args.notebooks:
+        print(f"executing {path} …", flush=True)
+        execute_notebook(path, timeout=args.timeout)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check the installation and say what to fix")
+    p = sub.add_parser("release", help="generate exercises/ from solutions/")
+    p.add_argument("--check", action="store_true", help="only verify; exit 1 when stale")
+    p.add_argument("--root", default=".", help="course root (holds solutions/ and exercises/)")
+    p = sub.add_parser("execute", help="run notebooks, keep only NBVAL_CHECK_OUTPUT outputs")
+    p.add_argument("notebooks", nargs="+")
+    p.add_argument("--timeout", type=int, default=600)
+    sub.add_parser("grade", help="grade submissions (see `grade --help`)", add_help=False)
+    sub.add_parser("bench", help="measure the course benchmark report", add_help=False)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("grade", "bench"):
+        if argv[0] == "grade":
+            from .grading.cli import main as grade_main
+
+            return grade_main(argv[1:])
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from .env import doctor
+
+        return doctor()
+    if args.command == "release":
+        return _release(args)
+    return _execute(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""In-notebook self-checks: ``check("3.2", my_function)``.
+
+The check runs the same test recipe as the grader (see ``course_utils.exercise``) on the
+public cases only, and compares with what PyTorch computes. On success it prints one
+line; on failure it raises ``CheckFailed`` whose notebook display is a short message
+(what differs, a hint) instead of a long traceback.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from .exercise import get_exercise
+
+__all__ = ["check", "CheckFailed"]
+
+
+class CheckFailed(AssertionError):
+    """A self-check did not pass. IPython shows only the message (``_render_traceback_``)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return ["\x1b[31m" + line + "\x1b[0m" for line in str(self).splitlines()]
+
+
+def _student_frame(err: BaseException) -> str:
+    """The last traceback line that is not course_utils code: where the student's code failed."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if "course_utils" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"\n  in {f.name}, line {f.lineno}: {f.line}"
+
+
+def check(exercise_id: str, obj: Any) -> bool:
+    """Test ``obj`` (your function or class) for exercise ``exercise_id`` on the public cases.
+
+    Returns True when every case matches the PyTorch reference, else raises ``CheckFailed``.
+    """
+    try:
+        ex = get_exercise(exercise_id)
+    except KeyError as err:
+        raise CheckFailed(str(err.args[0])) from None
+    head = f"Exercise {ex.id} ({ex.title})"
+    hint = f"\nHint: {ex.hint}" if ex.hint else ""
+    cases = ex.cases(hidden=False)
+    for i, inputs in enumerate(cases, start=1):
+        try:
+            got = ex.run(obj, inputs)
+        except NotImplementedError:
+            raise CheckFailed(
+                f"✗ {head}: not implemented yet. Replace `raise NotImplementedError()` "
+                f"with your code, run that cell, then this one.{hint}"
+            ) from None
+        except Exception as err:  # the student's code raised: show where, not our internals
+            raise CheckFailed(
+                f"✗ {head}: your code raised {type(err).__name__}: {err}"
+                f"{_student_frame(err)}\n(public case {i} of {len(cases)}){hint}"
+            ) from None
+        expected = ex.reference(inputs)
+        try:
+            ex.compare(got, expected, inputs)
+        except AssertionError as err:
+            raise CheckFailed(
+                f"✗ {head}: public case {i} of {len(cases)} differs from PyTorch.\n{err}{hint}"
+            ) from None
+    print(f"✓ {head}: passed {len(cases)} public cases (the grader adds hidden ones).")
+    return True

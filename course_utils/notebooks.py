@@ -1,0 +1,90 @@
+"""Notebook helpers shared by release, grading and the tests.
+
+Conventions:
+- An exercise section starts at a markdown heading containing ``Exercise X.Y`` and runs
+  until the next heading that names another exercise or is of the same or higher level.
+- Solution code sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` lines.
+- Committed notebooks keep outputs only in cells whose source contains
+  ``NBVAL_CHECK_OUTPUT`` (deterministic cells nbval compares under ``--nbval-lax``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+from nbformat import NotebookNode
+
+__all__ = [
+    "EXERCISE_HEADING",
+    "exercise_sections",
+    "read_notebook",
+    "write_notebook",
+    "strip_outputs",
+    "execute_notebook",
+]
+
+EXERCISE_HEADING = re.compile(r"^(#{1,6})\s.*?\bExercise\s+(\d+\.\d+)\b", re.MULTILINE)
+_HEADING = re.compile(r"^(#{1,6})\s", re.MULTILINE)
+KEEP_OUTPUT_MARK = "NBVAL_CHECK_OUTPUT"
+
+
+def read_notebook(path: str | Path) -> NotebookNode:
+    """Read an .ipynb as nbformat v4."""
+    return nbformat.read(str(path), as_version=4)
+
+
+def write_notebook(nb: NotebookNode, path: str | Path) -> None:
+    """Write deterministically (1-space indent, trailing newline), atomically."""
+    path = Path(path)
+    tmp = path.with_suffix(".ipynb.tmp")
+    tmp.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def exercise_sections(nb: NotebookNode) -> dict[int, str]:
+    """Map cell index → exercise id for every cell inside an ``Exercise X.Y`` section."""
+    out: dict[int, str] = {}
+    current: str | None = None
+    level = 0
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            m = EXERCISE_HEADING.search(cell.source)
+            h = _HEADING.search(cell.source)
+            if m:
+                current, level = m.group(2), len(m.group(1))
+            elif h and current is not None and len(h.group(1)) <= level:
+                current = None
+        if current is not None:
+            out[i] = current
+    return out
+
+
+def strip_outputs(nb: NotebookNode) -> NotebookNode:
+    """Clear outputs and counts except in cells marked ``NBVAL_CHECK_OUTPUT``."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if KEEP_OUTPUT_MARK not in cell.source:
+            cell.outputs = []
+            cell.execution_count = None
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("widgets", None)
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -> NotebookNode:
+    """Run a notebook top to bottom in its folder, keep only the marked outputs, write it back."""
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    nb = read_notebook(path)
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    strip_outputs(nb)
+    if write:
+        write_notebook(nb, path)
+    return nb

@@ -1,0 +1,1 @@
+"""Exercise specs, one module per chapter: ``chNN.py`` defines ``EXERCISES``."""
