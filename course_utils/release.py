@@ -63,7 +63,7 @@ def make_exercise(solution: NotebookNode, source_name: str) -> NotebookNode:
             continue
         if cell.cell_type == "markdown" and not cells and cell.source.startswith("# "):
             cell.source = cell.source.replace("(solutions)", "(exercises)", 1)
-        if BEGIN in cell.source:
+        if BEGIN in cell.source or END in cell.source:
             cell.source = _blank(cell.source, cell.cell_type == "code", f"{source_name} cell {i}")
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
