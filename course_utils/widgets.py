@@ -1,0 +1,516 @@
+"""Interactive explorers for the lessons: prune or fake-quantize a trained model with a slider.
+
+``pruning_explorer(model, loader)``: a sparsity slider and a method dropdown (L1 unstructured,
+Ln structured, random unstructured). Each change prunes a *copy* of the model with
+``torch.nn.utils.prune`` and shows its accuracy, the mask of one layer and its weight histogram.
+
+``quantization_explorer(model_or_tensor, loader)``: a bit-width slider and a scheme dropdown
+(affine/symmetric × per-tensor/per-channel). Each change fake-quantizes the weights,
+``ŵ = (clamp(round(w/s) + z, q_min, q_max) − z)·s``, with ``torch.fake_quantize_per_tensor_affine``
+or ``torch.fake_quantize_per_channel_affine``, and shows the error histogram ``ŵ − w`` and accuracy.
+
+Both return an :class:`Explorer`: ``.controls`` (the widgets), ``.accuracy_label``, ``.images``
+(PNG ``ipywidgets.Image`` outputs) and ``.state`` (last measured values), so tests can drive them
+headless. Without ipywidgets they show a static plot (a sweep over the same settings) and a message.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .plotting import plot_mask, plot_quantization_error, plot_sparsity_curve, plot_weight_histogram
+
+__all__ = [
+    "Explorer",
+    "ALL_LAYERS",
+    "PRUNING_METHODS",
+    "QUANT_SCHEMES",
+    "prunable_layers",
+    "prune_copy",
+    "quant_params",
+    "fake_quantize",
+    "fake_quantize_copy",
+    "pruning_explorer",
+    "quantization_explorer",
+]
+
+PRUNING_METHODS: tuple[str, ...] = (
+    "L1 unstructured",
+    "Ln structured (L2, rows/channels)",
+    "random unstructured",
+)
+QUANT_SCHEMES: tuple[str, ...] = (
+    "affine per-tensor",
+    "symmetric per-tensor",
+    "affine per-channel",
+    "symmetric per-channel",
+)
+ALL_LAYERS = "all prunable layers"
+NO_WIDGETS_MESSAGE = (
+    "ipywidgets is not available, so this is a static plot of the same sweep. For the interactive "
+    "explorer run `pip install 'ipywidgets>=8.1'` in the course environment and restart the kernel."
+)
+
+
+class ExplorerError(ValueError):
+    """Bad arguments to an explorer; the message says what to pass instead."""
+
+
+# --- model surgery (pure functions, also used by tests) ----------------------------------------
+
+
+def prunable_layers(model: nn.Module, skip_output_layer: bool = True) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for every Conv/Linear with a ``weight``; the last one (the output layer,
+    whose rows are the classes) is skipped when ``skip_output_layer``."""
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    if skip_output_layer and len(layers) > 1:
+        layers = layers[:-1]
+    return layers
+
+
+def prune_copy(
+    model: nn.Module,
+    amount: float,
+    method: str = PRUNING_METHODS[0],
+    seed: int = 0,
+    layers: Iterable[str] | None = None,
+    skip_output_layer: bool = True,
+) -> nn.Module:
+    """A pruned deep copy of ``model`` (the original is untouched); masks stay attached.
+
+    Each layer in ``layers`` (default: every prunable layer) loses the fraction ``amount`` of its
+    weights (unstructured: smallest ``|w|`` or random) or of its output rows/channels ranked by
+    L2 norm (structured, ``dim=0``), layer by layer.
+    """
+    if not 0.0 <= amount <= 1.0:
+        raise ExplorerError(f"amount must be a fraction in [0, 1], got {amount}.")
+    if method not in PRUNING_METHODS:
+        raise ExplorerError(
+            f"Unknown pruning method {method!r}. Choose one of: {', '.join(PRUNING_METHODS)}."
+        )
+    pruned = copy.deepcopy(model).eval()
+    available = dict(prunable_layers(pruned, skip_output_layer))
+    names = list(available) if layers is None else list(layers)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise ExplorerError(f"No prunable layer {missing}. Choose from: {', '.join(available)}.")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # random pruning is reproducible, and leaves the global RNG as it was
+    try:
+        for name in names:
+            module = available[name]
+            if method == PRUNING_METHODS[0]:
+                prune.l1_unstructured(module, "weight", amount=amount)
+            elif method == PRUNING_METHODS[1]:
+                prune.ln_structured(module, "weight", amount=amount, n=2, dim=0)
+            else:
+                prune.random_unstructured(module, "weight", amount=amount)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return pruned
+
+
+def quant_params(
+    w: torch.Tensor, bits: int, symmetric: bool, per_channel: bool, axis: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Min/max scale and zero point as PyTorch's ``MinMaxObserver`` computes them.
+
+    Range includes 0: ``lo = min(w.min(), 0)``, ``hi = max(w.max(), 0)``. Affine: ``q ∈ [0, 2^b−1]``,
+    ``s = (hi − lo)/(q_max − q_min)``, ``z = q_min − round(lo/s)``. Symmetric: ``q ∈ [−2^(b−1), 2^(b−1)−1]``,
+    ``s = max(−lo, hi)/((q_max − q_min)/2)``, ``z = 0``. Returns ``(scale, zero_point, q_min, q_max)``.
+    """
+    if not 2 <= bits <= 16:
+        raise ExplorerError(f"bits must be between 2 and 16, got {bits}.")
+    qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+    w = w.detach().float()
+    if per_channel and w.dim() > 0:
+        flat = w.movedim(axis, 0).reshape(w.shape[axis], -1)
+        lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    else:
+        lo, hi = w.min().reshape(1), w.max().reshape(1)
+    lo, hi = torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+    eps = torch.finfo(torch.float32).eps
+    if symmetric:
+        scale = torch.clamp(torch.maximum(-lo, hi) / ((qmax - qmin) / 2), min=eps)
+        zero_point = torch.zeros_like(scale, dtype=torch.int32)
+    else:
+        scale = torch.clamp((hi - lo) / (qmax - qmin), min=eps)
+        zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax).to(torch.int32)
+    return scale, zero_point, qmin, qmax
+
+
+def fake_quantize(w: torch.Tensor, bits: int, scheme: str = QUANT_SCHEMES[0], axis: int = 0) -> torch.Tensor:
+    """Quantize-dequantize ``w`` with the min/max ``scheme`` (one of ``QUANT_SCHEMES``) at ``bits``."""
+    if scheme not in QUANT_SCHEMES:
+        raise ExplorerError(f"Unknown scheme {scheme!r}. Choose one of: {', '.join(QUANT_SCHEMES)}.")
+    symmetric, per_channel = scheme.startswith("symmetric"), scheme.endswith("per-channel")
+    w = w.detach().float()
+    per_channel = per_channel and w.dim() > 0
+    scale, zp, qmin, qmax = quant_params(w, bits, symmetric, per_channel, axis)
+    if per_channel:
+        return torch.fake_quantize_per_channel_affine(w, scale, zp, axis, qmin, qmax)
+    return torch.fake_quantize_per_tensor_affine(w, float(scale), int(zp), qmin, qmax)
+
+
+def fake_quantize_copy(model: nn.Module, bits: int, scheme: str = QUANT_SCHEMES[0]) -> nn.Module:
+    """A deep copy of ``model`` whose Conv/Linear weights are fake-quantized (activations stay fp32)."""
+    out = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for _, module in prunable_layers(out, skip_output_layer=False):
+            module.weight.copy_(fake_quantize(module.weight, bits, scheme))
+    return out
+
+
+# --- figures ----------------------------------------------------------------------------------
+
+
+def _figure(width: float = 4.6, height: float = 3.2) -> Any:
+    """A matplotlib Figure not registered with pyplot (so notebooks do not display it twice)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=90, layout="constrained")
+
+
+def _png(fig: Any) -> bytes:
+    """Render ``fig`` to PNG bytes; a pyplot-managed figure is closed so it is not shown twice."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)
+    return buf.getvalue()
+
+
+def _mask_figure(name: str, mask: torch.Tensor) -> Any:
+    return plot_mask({name: mask}, title="mask (white = kept, black = pruned)")
+
+
+def _histogram_figure(name: str, dense: torch.Tensor, pruned: torch.Tensor) -> Any:
+    return plot_weight_histogram(
+        {f"{name} dense": dense, f"{name} pruned": pruned},
+        exclude_zeros=True,
+        title="weights (zeros excluded)",
+    )
+
+
+def _sweep_figure(
+    xs: list[float], curves: dict[str, list[float]], title: str, xlabel: str, ylabel: str
+) -> Any:
+    fig = _figure(5.5, 3.4)
+    ax = fig.add_subplot()
+    for label, ys in curves.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+# --- the explorer object -----------------------------------------------------------------------
+
+
+@dataclass
+class Explorer:
+    """What an explorer returns: its widgets (or, without ipywidgets, a static figure and message).
+
+    ``controls`` maps a name (``"sparsity"``, ``"method"`` / ``"bits"``, ``"scheme"``) to its widget;
+    ``accuracy_label`` is an ``ipywidgets.HTML``; ``images`` maps a name to an ``ipywidgets.Image``;
+    ``state`` holds the last measured values; ``figures`` the last matplotlib Figures.
+    """
+
+    title: str
+    controls: dict[str, Any] = field(default_factory=dict)
+    accuracy_label: Any = None
+    images: dict[str, Any] = field(default_factory=dict)
+    widget: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+    _compute: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def interactive(self) -> bool:
+        """True when ipywidgets drove this explorer; False for the static fallback."""
+        return self.widget is not None
+
+    def set(self, **values: Any) -> dict[str, Any]:
+        """Set control values (as a person moving them would) and return the new ``state``."""
+        unknown = set(values) - set(self.controls)
+        if unknown:
+            raise ExplorerError(f"No control named {sorted(unknown)}; controls are {sorted(self.controls)}.")
+        for name, value in values.items():
+            self.controls[name].value = value  # the observer recomputes synchronously
+        return self.state
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        if self.widget is not None:
+            return self.widget._repr_mimebundle_(**kwargs)
+        import base64
+
+        bundle: dict[str, Any] = {"text/plain": f"{self.title}\n{self.message}"}
+        html = [f"<p><b>{self.title}</b> — {self.message}</p>"]
+        for fig in self.figures.values():
+            html.append(f'<img src="data:image/png;base64,{base64.b64encode(_png(fig)).decode()}"/>')
+        bundle["text/html"] = "\n".join(html)
+        return bundle
+
+
+def _import_ipywidgets() -> Any | None:
+    try:
+        import ipywidgets
+    except ImportError:
+        return None
+    return ipywidgets
+
+
+def _build(
+    title: str,
+    compute: Callable[..., dict[str, Any]],
+    render: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]],
+    make_controls: Callable[[Any], dict[str, Any]],
+    static: Callable[[], dict[str, Any]],
+) -> Explorer:
+    """Wire controls → ``compute(**values)`` → ``render(state)`` → label HTML and PNG images."""
+    widgets = _import_ipywidgets()
+    if widgets is None:
+        print(NO_WIDGETS_MESSAGE)
+        return Explorer(title=title, figures=static(), message=NO_WIDGETS_MESSAGE)
+
+    controls = make_controls(widgets)
+    label = widgets.HTML()
+    images: dict[str, Any] = {}
+    exp = Explorer(title=title, controls=controls, accuracy_label=label, images=images, _compute=compute)
+
+    def update(_change: Any = None) -> None:
+        exp.state = compute(**{k: c.value for k, c in controls.items()})
+        text, figs = render(exp.state)
+        label.value = text
+        exp.figures = figs
+        for name, fig in figs.items():
+            if name not in images:
+                width = f"{round(80 * fig.get_figwidth())}px"  # 80 px per inch: readable, fits a lab cell
+                images[name] = widgets.Image(format="png", layout=widgets.Layout(width=width))
+            images[name].value = _png(fig)
+
+    for c in controls.values():
+        c.observe(update, names="value")
+    update()
+    exp.widget = widgets.VBox(
+        [
+            widgets.HTML(f"<b>{title}</b>"),
+            widgets.HBox(list(controls.values())),
+            label,
+            widgets.HBox(list(images.values())),
+        ]
+    )
+    return exp
+
+
+def _check_model_and_loader(model: Any, loader: Any, what: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise ExplorerError(f"{what} needs a trained nn.Module, got {type(model).__name__}.")
+    if loader is not None and not isinstance(loader, Iterable):
+        raise ExplorerError(f"loader must yield (images, labels) batches, got {type(loader).__name__}.")
+
+
+def _pick_layer(model: nn.Module, layer: str | None, skip_output_layer: bool) -> str:
+    layers = dict(prunable_layers(model, skip_output_layer))
+    if not layers:
+        raise ExplorerError("The model has no Conv or Linear layer to explore.")
+    if layer is None:  # the largest weight matrix is the most telling picture
+        return max(layers, key=lambda n: layers[n].weight.numel())
+    if layer not in layers:
+        raise ExplorerError(f"No prunable layer {layer!r}. Choose one of: {', '.join(layers)}.")
+    return layer
+
+
+def _accuracy(model: nn.Module, loader: Iterable) -> float:
+    from .training import evaluate
+
+    return evaluate(model, loader)
+
+
+# --- pruning explorer --------------------------------------------------------------------------
+
+
+def pruning_explorer(
+    model: nn.Module,
+    loader: Iterable,
+    layer: str | None = None,
+    sparsity: float = 0.5,
+    method: str = PRUNING_METHODS[0],
+    scope: str = ALL_LAYERS,
+    skip_output_layer: bool = True,
+    seed: int = 0,
+) -> Explorer:
+    """Prune a copy of ``model`` at the slider's sparsity with the chosen method, in every prunable
+    layer (``scope=ALL_LAYERS``) or in one named layer; show accuracy on ``loader``, the mask of the
+    pruned layer (with all layers: ``layer``, default the largest) and its weight histogram."""
+    _check_model_and_loader(model, loader, "pruning_explorer")
+    if loader is None:
+        raise ExplorerError("pruning_explorer needs a loader to measure accuracy, e.g. loaders['test'].")
+    layer = _pick_layer(model, layer, skip_output_layer)
+    names = [n for n, _ in prunable_layers(model, skip_output_layer)]
+    scopes = [ALL_LAYERS, *names]
+    if scope not in scopes:
+        raise ExplorerError(f"Unknown scope {scope!r}. Choose one of: {', '.join(scopes)}.")
+    dense_acc = _accuracy(model, loader)
+    modules = dict(model.named_modules())
+
+    def compute(sparsity: float, method: str, scope: str) -> dict[str, Any]:
+        shown = layer if scope == ALL_LAYERS else scope
+        pruned = prune_copy(
+            model, sparsity, method, seed, None if scope == ALL_LAYERS else [scope], skip_output_layer
+        )
+        mod = dict(pruned.named_modules())[shown]
+        mask = mod.weight_mask.detach().clone()
+        return {
+            "sparsity": float(sparsity),
+            "method": method,
+            "scope": scope,
+            "accuracy": _accuracy(pruned, loader),
+            "dense_accuracy": dense_acc,
+            "layer": shown,
+            "layer_sparsity": float((mask == 0).float().mean()),
+            "mask": mask,
+            "weight": mod.weight.detach().clone(),
+        }
+
+    def render(st: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        shown = st["layer"]
+        where = "all prunable layers" if st["scope"] == ALL_LAYERS else f"only <code>{shown}</code>"
+        text = (
+            f"accuracy <b>{st['accuracy']:.1%}</b> (dense {st['dense_accuracy']:.1%}) · "
+            f"{st['method']} in {where} · <code>{shown}</code> sparsity {st['layer_sparsity']:.1%}"
+        )
+        figs = {
+            "mask": _mask_figure(shown, st["mask"]),
+            "histogram": _histogram_figure(shown, modules[shown].weight, st["weight"]),
+        }
+        return text, figs
+
+    def make_controls(w: Any) -> dict[str, Any]:
+        return {
+            "sparsity": w.FloatSlider(
+                value=sparsity,
+                min=0.0,
+                max=0.99,
+                step=0.05,
+                description="sparsity",
+                continuous_update=False,
+                readout_format=".0%",
+            ),
+            "method": w.Dropdown(
+                options=list(PRUNING_METHODS),
+                value=method,
+                description="method",
+                layout=w.Layout(width="330px"),
+            ),
+            "scope": w.Dropdown(
+                options=scopes, value=scope, description="prune", layout=w.Layout(width="260px")
+            ),
+        }
+
+    def static() -> dict[str, Any]:
+        amounts = [0.0, 0.25, 0.5, 0.75, 0.9, 0.95]
+        curves = {m: (amounts, [compute(a, m, scope)["accuracy"] for a in amounts]) for m in PRUNING_METHODS}
+        title = f"Accuracy vs sparsity ({scope}, no fine-tuning)"
+        return {
+            "sweep": plot_sparsity_curve(curves, baseline=dense_acc, title=title),
+            "mask": render(compute(sparsity, method, scope))[1]["mask"],
+        }
+
+    return _build("Pruning explorer", compute, render, make_controls, static)
+
+
+# --- quantization explorer ---------------------------------------------------------------------
+
+
+def quantization_explorer(
+    model_or_tensor: nn.Module | torch.Tensor,
+    loader: Iterable | None = None,
+    layer: str | None = None,
+    bits: int = 4,
+    scheme: str = QUANT_SCHEMES[0],
+) -> Explorer:
+    """Fake-quantize the weights of a model (all Conv/Linear; accuracy on ``loader``) or a tensor at
+    the slider's bit width and scheme; show the error ``ŵ − w`` histogram of ``layer`` (or the tensor)."""
+    if isinstance(model_or_tensor, torch.Tensor):
+        model, weight, name = None, model_or_tensor.detach().float(), "tensor"
+        if weight.numel() == 0:
+            raise ExplorerError("quantization_explorer got an empty tensor.")
+    else:
+        _check_model_and_loader(model_or_tensor, loader, "quantization_explorer")
+        model = model_or_tensor
+        name = _pick_layer(model, layer, skip_output_layer=False)
+        weight = dict(model.named_modules())[name].weight.detach().float().clone()
+    if scheme not in QUANT_SCHEMES:
+        raise ExplorerError(f"Unknown scheme {scheme!r}. Choose one of: {', '.join(QUANT_SCHEMES)}.")
+    fp32_acc = _accuracy(model, loader) if model is not None and loader is not None else None
+
+    def compute(bits: int, scheme: str) -> dict[str, Any]:
+        wq = fake_quantize(weight, bits, scheme)
+        err = wq - weight
+        # per-tensor: the error bound ±s/2 is one number to draw; per-channel has one per row
+        per_tensor_scale = quant_params(weight, bits, scheme.startswith("symmetric"), False)[0]
+        scale = None if scheme.endswith("per-channel") else float(per_tensor_scale)
+        mse = float(err.pow(2).mean())
+        sqnr = 10 * math.log10(float(weight.pow(2).mean()) / mse) if mse > 0 else math.inf
+        acc = None
+        if model is not None and loader is not None:
+            acc = _accuracy(fake_quantize_copy(model, bits, scheme), loader)
+        return {
+            "bits": int(bits),
+            "scheme": scheme,
+            "layer": name,
+            "mse": mse,
+            "sqnr_db": sqnr,
+            "accuracy": acc,
+            "fp32_accuracy": fp32_acc,
+            "error": err,
+            "dequantized": wq,
+            "scale": scale,
+        }
+
+    def render(st: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        parts = []
+        if st["accuracy"] is not None:
+            parts.append(
+                f"accuracy <b>{st['accuracy']:.1%}</b> (fp32 {st['fp32_accuracy']:.1%}, weights only)"
+            )
+        parts.append(f"<code>{name}</code> SQNR {st['sqnr_db']:.1f} dB · MSE {st['mse']:.2e}")
+        parts.append(f"{st['bits']}-bit {st['scheme']}")
+        fig = plot_quantization_error(
+            weight, st["dequantized"], scale=st["scale"], title=f"{name}: {st['bits']}-bit {st['scheme']}"
+        )
+        return " · ".join(parts), {"error": fig}
+
+    def make_controls(w: Any) -> dict[str, Any]:
+        return {
+            "bits": w.IntSlider(
+                value=bits, min=2, max=8, step=1, description="bits", continuous_update=False
+            ),
+            "scheme": w.Dropdown(options=list(QUANT_SCHEMES), value=scheme, description="scheme"),
+        }
+
+    def static() -> dict[str, Any]:
+        widths = list(range(2, 9))
+        key = "accuracy" if fp32_acc is not None else "sqnr_db"
+        scale = 100 if key == "accuracy" else 1
+        curves = {s: [scale * compute(b, s)[key] for b in widths] for s in QUANT_SCHEMES}
+        ylabel = "accuracy (%)" if key == "accuracy" else f"SQNR of {name} (dB)"
+        return {
+            "sweep": _sweep_figure(widths, curves, f"{ylabel} vs bit width", "bits", ylabel),
+            "error": render(compute(bits, scheme))[1]["error"],
+        }
+
+    return _build("Quantization explorer", compute, render, make_controls, static)
