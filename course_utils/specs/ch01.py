@@ -1,11 +1,111 @@
-"""Exercise specs for chapter 1 — pruning theory."""
+"""Exercise specs for chapter 1 — pruning theory.
+
+1.1 ``sparsity(model)`` · 1.2 ``l1_unstructured_mask`` (= ``prune.l1_unstructured``'s mask) ·
+1.3 ``ln_structured_mask`` (= ``prune.ln_structured``'s mask) · 1.4 a fixed
+``prune_by_threshold`` (keeps shapes) · 1.5 ``prune_conv_bn_conv`` (physical channel removal).
+
+The mask helpers at the top (``compare_masks`` …) are shared with the chapter 2 and 3 specs.
+"""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+import copy
+from typing import Any
 
-from ..exercise import Exercise
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+
+from ..exercise import Exercise, assert_same
+
+# --- shared mask comparison ------------------------------------------------------------------
+
+
+def _n_pruned_text(amount: Any, n: int, what: str = "entries") -> str:
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        return ""
+    if isinstance(amount, int):
+        return f" (amount={amount} is an int: prune exactly {amount} {what})"
+    return f" (amount={amount} of {n} {what}: torch prunes round({amount}·{n}) = {round(amount * n)})"
+
+
+def compare_masks(
+    got: Any,
+    expected: torch.Tensor,
+    scores: torch.Tensor | None = None,
+    *,
+    path: str = "mask",
+    amount: Any = None,
+    units: int | None = None,
+    what: str = "entries",
+    keep_zero: torch.Tensor | None = None,
+) -> None:
+    """Compare a 0/1 mask with torch's, explaining the difference; ties in ``scores`` are allowed.
+
+    With ``scores`` (the importance of every entry, e.g. ``|w|`` or the channel norm broadcast
+    to the weight's shape) a different mask is accepted when it prunes the same number of
+    entries with the same multiset of scores: it only breaks ties differently than ``topk``.
+    ``keep_zero``: entries that must stay pruned (an earlier mask).
+    """
+    if not isinstance(got, torch.Tensor):
+        raise AssertionError(f"{path}: expected a tensor mask, got {type(got).__name__}.")
+    if got.shape != expected.shape:
+        raise AssertionError(
+            f"{path}: shape {tuple(got.shape)} but the weight (and torch's mask) has shape "
+            f"{tuple(expected.shape)}. A mask has exactly the shape of the tensor it masks."
+        )
+    g = got.detach().to(torch.float32)
+    if not bool(((g == 0) | (g == 1)).all()):
+        raise AssertionError(f"{path}: a mask holds only 0 (pruned) and 1 (kept); got other values.")
+    e = expected.detach().to(torch.float32)
+    if torch.equal(g, e):
+        return
+    if keep_zero is not None:
+        revived = (keep_zero == 0) & (g == 1)
+        if bool(revived.any()):
+            at = tuple(revived.nonzero()[0].tolist())
+            raise AssertionError(
+                f"{path}: entry {at} was already pruned by the earlier mask but your mask keeps it. "
+                "A second pruning can only remove more entries."
+            )
+    ng, ne = int((g == 0).sum()), int((e == 0).sum())
+    if ng != ne:
+        n = units if units is not None else e.numel()
+        raise AssertionError(
+            f"{path}: you pruned {ng} {what if units is None else 'entries'} but torch prunes {ne}"
+            f"{_n_pruned_text(amount, n, what)}."
+        )
+    if scores is not None:
+        s = scores.detach().to(torch.float32)
+        if torch.equal(s[g == 0].sort().values, s[e == 0].sort().values):
+            return  # same scores pruned: only ties were broken differently
+        wrong = ((g == 0) & (e == 1)).nonzero()[:3].tolist()
+        rows = "\n".join(
+            f"    you prune {tuple(i)} (score {s[tuple(i)].item():.4g}) which torch keeps" for i in wrong
+        )
+        lo_kept = s[e == 1].min().item() if bool((e == 1).any()) else float("nan")
+        raise AssertionError(
+            f"{path}: the right number ({ng}) is pruned but not the right ones: torch prunes the "
+            f"lowest scores (every kept score ≥ {lo_kept:.4g}).\n{rows}"
+        )
+    assert_same(g, e, path=path)
+
+
+def _holder(t: torch.Tensor, name: str = "weight") -> nn.Module:
+    """A bare module owning one parameter, to run ``torch.nn.utils.prune`` on."""
+    m = nn.Module()
+    m.register_parameter(name, nn.Parameter(t.detach().clone()))
+    return m
+
+
+def _safe(fn, *args) -> Any:
+    """``fn(*args)``, or the text of the exception (so a later comparison can explain it)."""
+    try:
+        return fn(*args)
+    except Exception as err:  # reported as a value: "expected a tensor, got str 'RuntimeError: …'"
+        return f"{type(err).__name__}: {err}"[:300]
+
 
 # --- 1.1 sparsity(model) ---------------------------------------------------------------
 
@@ -38,6 +138,300 @@ def _sparsity_reference(inputs: dict) -> float:
     return sum(int((t == 0).sum()) for t in ts) / sum(t.numel() for t in ts)
 
 
+def _sparsity_edges() -> list[dict]:
+    return [
+        {"tensors": [torch.zeros(4, 4), torch.zeros(3)]},  # all zero: 1.0
+        {"tensors": [torch.ones(5, 2), torch.full((7,), 2.0)]},  # dense: 0.0
+        {"tensors": [torch.tensor([0.0, -0.0, 1e-30, 3.0])]},  # -0.0 is zero, 1e-30 is not
+    ]
+
+
+# --- 1.2 l1_unstructured_mask(w, amount) ---------------------------------------------------
+
+_SHAPES_12 = [(6, 5), (4, 3, 3, 3), (17,), (8, 16), (3, 7)]
+
+
+def _amount_for(g: torch.Generator, seed: int, n: int) -> int | float:
+    """Even seeds: a float fraction; odd seeds: an int count."""
+    if seed % 2 == 0:
+        return round(float(torch.rand((), generator=g)) * 0.9 + 0.05, 3)
+    return int(torch.randint(1, n, (), generator=g))
+
+
+def _l1_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    shape = _SHAPES_12[seed % len(_SHAPES_12)]
+    w = torch.randn(shape, generator=g)
+    return {"w": w, "amount": _amount_for(g, seed, w.numel())}
+
+
+def _l1_run(fn, inputs: dict) -> Any:
+    return fn(inputs["w"].clone(), inputs["amount"])
+
+
+def _l1_reference(inputs: dict) -> torch.Tensor:
+    m = _holder(inputs["w"])
+    prune.l1_unstructured(m, "weight", amount=inputs["amount"])
+    return m.weight_mask
+
+
+def _l1_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
+    compare_masks(got, expected, inputs["w"].abs(), amount=inputs["amount"], path="mask")
+
+
+def _l1_edges() -> list[dict]:
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(4, 5, generator=g)
+    ties = torch.tensor([[0.5, -0.5, 0.5, 1.0], [-1.0, 0.5, 2.0, -0.5]])
+    return [
+        {"w": w, "amount": 0.0},
+        {"w": w, "amount": 0},
+        {"w": w, "amount": 1.0},
+        {"w": w, "amount": 20},  # every entry
+        {"w": ties, "amount": 3},  # four entries tie at |0.5|
+        {"w": torch.randn(6, generator=g), "amount": 0.25},  # round(1.5) = 2, int() gives 1
+        {"w": torch.randn(10, generator=g), "amount": 0.25},  # round(2.5) = 2 (half to even)
+        {"w": torch.randn(10, generator=g), "amount": 0.75},  # round(7.5) = 8
+    ]
+
+
+# --- 1.3 ln_structured_mask(w, amount, n, dim) ------------------------------------------------
+
+_CASES_13 = [((8, 4, 3, 3), 1, 0), ((6, 10), 2, 1), ((5, 3, 2), float("inf"), -1), ((4, 6, 3, 3), 2, 1)]
+
+
+def _ln_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    shape, n, dim = _CASES_13[seed % len(_CASES_13)]
+    w = torch.randn(shape, generator=g)
+    return {"w": w, "amount": _amount_for(g, seed, shape[dim]), "n": n, "dim": dim}
+
+
+def _ln_run(fn, inputs: dict) -> Any:
+    return fn(inputs["w"].clone(), inputs["amount"], inputs["n"], inputs["dim"])
+
+
+def _ln_reference(inputs: dict) -> torch.Tensor:
+    m = _holder(inputs["w"])
+    prune.ln_structured(m, "weight", amount=inputs["amount"], n=inputs["n"], dim=inputs["dim"])
+    return m.weight_mask
+
+
+def _channel_scores(w: torch.Tensor, n: Any, dim: int) -> torch.Tensor:
+    """``‖w[c]‖_n`` broadcast back to ``w``'s shape (each entry carries its channel's norm)."""
+    dim = dim % w.dim()
+    dims = [d for d in range(w.dim()) if d != dim]
+    norms = torch.linalg.vector_norm(w, ord=n, dim=dims, keepdim=True)
+    return norms.expand_as(w)
+
+
+def _ln_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
+    w, dim = inputs["w"], inputs["dim"]
+    if isinstance(got, torch.Tensor) and got.shape == w.shape:
+        d = dim % w.dim()
+        per_channel = got.detach().float().movedim(d, 0).reshape(w.shape[d], -1)
+        if not bool((per_channel == per_channel[:, :1]).all()):
+            raise AssertionError(
+                f"mask: structured pruning keeps or drops whole slices along dim={dim}, "
+                "but your mask mixes 0 and 1 inside one slice."
+            )
+    compare_masks(
+        got,
+        expected,
+        _channel_scores(w, inputs["n"], dim),
+        amount=inputs["amount"],
+        units=w.shape[dim],
+        what=f"slices along dim={dim}",
+    )
+
+
+def _ln_edges() -> list[dict]:
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(6, 4, 3, generator=g)
+    tied = torch.randn(5, 4, generator=g)
+    tied[3] = tied[1].flip(0)  # rows 1 and 3 have equal norms
+    tied[1] *= 0.1
+    tied[3] = tied[1].flip(0)
+    return [
+        {"w": w, "amount": 0.0, "n": 2, "dim": 0},
+        {"w": w, "amount": 0, "n": 1, "dim": 1},
+        {"w": w, "amount": 1.0, "n": 2, "dim": 0},
+        {"w": w, "amount": 3, "n": 1, "dim": -1},  # every slice along the last dim
+        {"w": tied, "amount": 1, "n": 2, "dim": 0},  # the two smallest rows tie
+        {"w": w, "amount": 0.5, "n": float("inf"), "dim": 1},  # round(2.0) = 2
+        {"w": torch.randn(10, 2, generator=g), "amount": 0.25, "n": 1, "dim": 0},  # round(2.5) = 2
+    ]
+
+
+# --- 1.4 prune_by_threshold(model, threshold) (the fixed version) -------------------------------
+
+
+def _threshold_model(state: dict[str, torch.Tensor]) -> nn.Module:
+    m = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
+    m.load_state_dict(state)
+    return m.eval()
+
+
+def _threshold_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=g) for k, v in _threshold_model_template().items()}
+    state["1.running_var"] = state["1.running_var"].abs() + 0.5
+    state["1.num_batches_tracked"] = torch.tensor(3)
+    w = state["0.weight"]
+    threshold = float(w.abs().flatten()[int(torch.randint(w.numel(), (), generator=g))])  # an exact tie
+    return {"state": state, "threshold": threshold, "x": torch.randn(3, 2, 6, 6, generator=g)}
+
+
+def _threshold_model_template() -> dict[str, torch.Tensor]:
+    m = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
+    return m.state_dict()
+
+
+def _threshold_run(fn, inputs: dict) -> dict:
+    model = _threshold_model(inputs["state"])
+    before = {n: p for n, p in model.named_parameters()}
+    masks = fn(model, inputs["threshold"])
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    same = all(p is before.get(n) for n, p in model.named_parameters()) and len(before) == len(
+        dict(model.named_parameters())
+    )
+    with torch.no_grad():
+        out = _safe(model, inputs["x"])
+    if isinstance(masks, dict):
+        masks = {str(k): (v.detach().float() if isinstance(v, torch.Tensor) else v) for k, v in masks.items()}
+    return {"state": state, "same_parameter_objects": same, "output": out, "masks": masks}
+
+
+def _threshold_reference(inputs: dict) -> dict:
+    model = _threshold_model(inputs["state"])
+    masks = {}
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.dim() >= 2:
+                masks[name] = (p.abs() >= inputs["threshold"]).float()
+                p.mul_(masks[name])
+        out = model(inputs["x"])
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"state": state, "same_parameter_objects": True, "output": out, "masks": masks}
+
+
+def _threshold_edges() -> list[dict]:
+    base = _threshold_case(5)
+    return [
+        {**base, "threshold": 0.0},  # nothing pruned
+        {**base, "threshold": 1e9},  # every conv/linear weight pruned
+    ]
+
+
+# --- 1.5 prune_conv_bn_conv(conv1, bn, conv2, amount) -------------------------------------------
+
+_CASES_15 = [(2, 6, 5, True), (3, 8, 4, False), (1, 5, 3, True), (4, 7, 6, False)]
+
+
+def _chain_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    cin, c, cout, bias = _CASES_15[seed % len(_CASES_15)]
+    return {
+        "w1": torch.randn(c, cin, 3, 3, generator=g),
+        "b1": torch.randn(c, generator=g) if bias else None,
+        "gamma": torch.rand(c, generator=g) + 0.5,
+        "beta": torch.randn(c, generator=g),
+        "mean": torch.randn(c, generator=g),
+        "var": torch.rand(c, generator=g) + 0.5,
+        "w2": torch.randn(cout, c, 3, 3, generator=g),
+        "b2": torch.randn(cout, generator=g),
+        "amount": (
+            round(float(torch.rand((), generator=g)) * 0.6 + 0.2, 3)
+            if seed % 2 == 0
+            else int(torch.randint(1, c, (), generator=g))
+        ),
+        "x": torch.randn(2, cin, 7, 7, generator=g),
+    }
+
+
+def _chain_modules(inputs: dict) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
+    w1, w2 = inputs["w1"], inputs["w2"]
+    conv1 = nn.Conv2d(w1.shape[1], w1.shape[0], 3, padding=1, bias=inputs["b1"] is not None)
+    bn = nn.BatchNorm2d(w1.shape[0])
+    conv2 = nn.Conv2d(w2.shape[1], w2.shape[0], 3, padding=1)
+    with torch.no_grad():
+        conv1.weight.copy_(w1)
+        if inputs["b1"] is not None:
+            conv1.bias.copy_(inputs["b1"])
+        bn.weight.copy_(inputs["gamma"])
+        bn.bias.copy_(inputs["beta"])
+        bn.running_mean.copy_(inputs["mean"])
+        bn.running_var.copy_(inputs["var"])
+        conv2.weight.copy_(w2)
+        conv2.bias.copy_(inputs["b2"])
+    return conv1.eval(), bn.eval(), conv2.eval()
+
+
+def _chain_run(fn, inputs: dict) -> dict:
+    mods = _chain_modules(inputs)
+    snapshot = [copy.deepcopy(m.state_dict()) for m in mods]
+    new = fn(*mods, inputs["amount"])
+    if not isinstance(new, (tuple, list)) or len(new) != 3:
+        return {"types": f"expected (conv1, bn, conv2), got {type(new).__name__}"}
+    unchanged = all(
+        all(torch.equal(a, b) for a, b in zip(s.values(), m.state_dict().values()))
+        for s, m in zip(snapshot, mods)
+    )
+    shapes = {
+        "conv1.weight": list(new[0].weight.shape) if isinstance(new[0], nn.Conv2d) else None,
+        "bn.weight": list(new[1].weight.shape) if isinstance(new[1], nn.BatchNorm2d) else None,
+        "bn.running_mean": list(new[1].running_mean.shape) if isinstance(new[1], nn.BatchNorm2d) else None,
+        "conv2.weight": list(new[2].weight.shape) if isinstance(new[2], nn.Conv2d) else None,
+    }
+    chain = nn.Sequential(new[0], new[1], nn.ReLU(), new[2]).eval()
+    with torch.no_grad():
+        out = _safe(chain, inputs["x"])
+    return {
+        "types": [type(m).__name__ for m in new],
+        "shapes": shapes,
+        "output": out,
+        "originals_unchanged": unchanged,
+    }
+
+
+def _chain_reference(inputs: dict) -> dict:
+    w1 = inputs["w1"]
+    mask = prune.LnStructured(inputs["amount"], n=1, dim=0).compute_mask(w1, torch.ones_like(w1))
+    keep = mask.flatten(1).any(dim=1).nonzero().squeeze(1)  # channels torch keeps, in order
+    b1 = None if inputs["b1"] is None else inputs["b1"][keep]
+    h = F.conv2d(inputs["x"], w1[keep], b1, padding=1)
+    h = F.batch_norm(
+        h, inputs["mean"][keep], inputs["var"][keep], inputs["gamma"][keep], inputs["beta"][keep], eps=1e-5
+    )
+    out = F.conv2d(F.relu(h), inputs["w2"][:, keep], inputs["b2"], padding=1)
+    k, cin, cout = len(keep), w1.shape[1], inputs["w2"].shape[0]
+    return {
+        "types": ["Conv2d", "BatchNorm2d", "Conv2d"],
+        "shapes": {
+            "conv1.weight": [k, cin, 3, 3],
+            "bn.weight": [k],
+            "bn.running_mean": [k],
+            "conv2.weight": [cout, k, 3, 3],
+        },
+        "output": out,
+        "originals_unchanged": True,
+    }
+
+
+def _chain_compare(got: Any, expected: dict, inputs: dict) -> None:
+    assert_same(got, expected, inputs, atol=1e-4, rtol=1e-4)
+
+
+def _chain_edges() -> list[dict]:
+    base = _chain_case(3)
+    c = base["w1"].shape[0]
+    return [
+        {**base, "amount": 0.0},  # nothing removed: same layers, same output
+        {**base, "amount": 0},
+        {**base, "amount": c - 1},  # a single channel survives
+    ]
+
+
 EXERCISES = [
     Exercise(
         id="1.1",
@@ -47,6 +441,58 @@ EXERCISES = [
         make_case=_sparsity_case,
         run=_sparsity_run,
         reference=_sparsity_reference,
+        edge_cases=_sparsity_edges,
         hint="count zeros over model.parameters() only (not buffers), divide by the total count.",
+    ),
+    Exercise(
+        id="1.2",
+        title="l1_unstructured_mask(w, amount)",
+        target="l1_unstructured_mask",
+        points=2,
+        make_case=_l1_case,
+        run=_l1_run,
+        reference=_l1_reference,
+        compare=_l1_compare,
+        edge_cases=_l1_edges,
+        hint="k = amount if it is an int, else round(amount * w.numel()); zero the k smallest |w| "
+        "(torch.topk(..., largest=False)); the mask has w's shape.",
+    ),
+    Exercise(
+        id="1.3",
+        title="ln_structured_mask(w, amount, n, dim)",
+        target="ln_structured_mask",
+        points=2,
+        make_case=_ln_case,
+        run=_ln_run,
+        reference=_ln_reference,
+        compare=_ln_compare,
+        edge_cases=_ln_edges,
+        hint="norm of each slice along dim over all other dims (torch.linalg.vector_norm(ord=n)); "
+        "keep the channels-k largest; the count k is computed from w.shape[dim], not w.numel().",
+    ),
+    Exercise(
+        id="1.4",
+        title="prune_by_threshold(model, threshold), fixed",
+        target="prune_by_threshold",
+        points=2,
+        make_case=_threshold_case,
+        run=_threshold_run,
+        reference=_threshold_reference,
+        edge_cases=_threshold_edges,
+        hint="multiply each ≥2-D weight by its mask in place (under torch.no_grad()) instead of "
+        "indexing it with the mask; |w| >= threshold is kept; return {name: mask}.",
+    ),
+    Exercise(
+        id="1.5",
+        title="prune_conv_bn_conv(conv1, bn, conv2, amount)",
+        target="prune_conv_bn_conv",
+        points=3,
+        make_case=_chain_case,
+        run=_chain_run,
+        reference=_chain_reference,
+        compare=_chain_compare,
+        edge_cases=_chain_edges,
+        hint="keep = the conv1 output channels with the largest L1 norm (sorted); slice conv1 "
+        "weight/bias [keep], BN weight/bias/running stats [keep], conv2 weight [:, keep]; build new modules.",
     ),
 ]
