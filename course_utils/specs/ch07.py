@@ -1,0 +1,301 @@
+"""Exercise specs for chapter 7 — automatic mixed precision.
+
+7.1 ``DynamicLossScaler``: replayed over ≥ 20 optimizer steps (with inf and NaN gradients,
+some steps clipped after ``unscale_``) next to ``torch.amp.GradScaler("cpu")`` with the same
+settings. 7.2 ``train_step_amp``: a bf16 autocast + GradScaler step next to PyTorch's recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..exercise import Exercise, assert_same
+
+# --- 7.1 DynamicLossScaler ----------------------------------------------------------------------
+
+_SETTINGS = [  # init_scale, growth_factor, backoff_factor, growth_interval (all exact in binary)
+    (2.0**16, 2.0, 0.5, 3),
+    (8.0, 2.0, 0.5, 2),
+    (2.0**10, 4.0, 0.25, 4),
+    (2.0**5, 1.5, 0.5, 3),
+    (2.0**12, 2.0, 0.125, 5),
+]
+
+
+def _scaler_case(seed: int) -> dict:
+    """≥ 20 steps; about a quarter have an inf/-inf/NaN gradient entry, some clip after unscale_."""
+    g = torch.Generator().manual_seed(seed)
+    init, growth, backoff, interval = _SETTINGS[seed % len(_SETTINGS)]
+    n = 22 + seed % 7
+    bad = torch.rand(n, generator=g) < 0.25
+    bad[3] = bad[4] = True  # two overflows in a row: backoff twice, tracker reset
+    bad[0] = False
+    ws, kinds = [], []
+    for t in range(n):
+        w = torch.randn(6, generator=g)
+        kind = "finite"
+        if bad[t]:
+            kind = ["inf", "-inf", "nan"][int(torch.randint(3, (1,), generator=g))]
+            w[int(torch.randint(6, (1,), generator=g))] = float(kind)
+        ws.append(w)
+        kinds.append(kind)
+    clip = (torch.rand(n, generator=g) < 0.3).tolist()
+    return {
+        "settings": {
+            "init_scale": init,
+            "growth_factor": growth,
+            "backoff_factor": backoff,
+            "growth_interval": interval,
+        },
+        "p0": torch.randn(6, generator=g),
+        "ws": ws,
+        "kinds": kinds,
+        "clip": clip,
+    }
+
+
+def _scaler_edge_cases() -> list[dict]:
+    """Scales near float32's max: finite gradients overflow when scaled (real fp16 life), and
+    growth must stop where the next scale would be inf (GradScaler keeps the old scale)."""
+    overflow = _scaler_case(7)
+    overflow["settings"] = {
+        "init_scale": 2.0**126,
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": 2,
+    }
+    overflow["ws"] = [w.nan_to_num(nan=1.0, posinf=5.0, neginf=-5.0) * 8 for w in overflow["ws"]]
+    overflow["kinds"] = ["finite"] * len(overflow["ws"])
+    ceiling = _scaler_case(8)
+    ceiling["settings"] = {
+        "init_scale": 2.0**126,
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": 2,
+    }
+    ceiling["p0"] = ceiling["p0"] * 1e-30
+    ceiling["ws"] = [w.nan_to_num(nan=1.0, posinf=5.0, neginf=-5.0) * 1e-30 for w in ceiling["ws"]]
+    ceiling["kinds"] = ["finite"] * len(ceiling["ws"])
+    return [overflow, ceiling]
+
+
+def _read_scale(scaler: Any) -> float:
+    """The current scale, read through ``scale()`` so the API stays scale/unscale_/step/update."""
+    return float(scaler.scale(torch.ones((), dtype=torch.float32)))
+
+
+def _replay(make_scaler, inputs: dict) -> dict:
+    """The training loop both scalers go through; records what a person would check."""
+    scaler = make_scaler(**inputs["settings"])
+    p = nn.Parameter(inputs["p0"].clone())
+    opt = torch.optim.SGD([p], lr=0.05)
+    scales, skipped, unscaled = [_read_scale(scaler)], [], []
+    for w, clip in zip(inputs["ws"], inputs["clip"]):
+        opt.zero_grad(set_to_none=True)
+        loss = (p * w).sum() + 0.5 * (p**2).sum()
+        scaler.scale(loss).backward()
+        if clip:
+            scaler.unscale_(opt)
+            if torch.isfinite(p.grad).all():
+                unscaled.append(p.grad.detach().clone())
+            nn.utils.clip_grad_norm_([p], max_norm=1.0)
+        before = p.detach().clone()
+        scaler.step(opt)
+        skipped.append(bool(torch.equal(before, p.detach())))
+        scaler.update()
+        scales.append(_read_scale(scaler))
+    return {"scales": scales, "skipped": skipped, "unscaled_grads": unscaled, "params": p.detach().clone()}
+
+
+def _scaler_run(cls, inputs: dict) -> dict:
+    return _replay(cls, inputs)
+
+
+def _scaler_reference(inputs: dict) -> dict:
+    return _replay(lambda **kw: torch.amp.GradScaler("cpu", **kw), inputs)
+
+
+def _scaler_compare(got: Any, expected: dict, inputs: dict) -> None:
+    """Step by step: the first step whose skip decision or scale differs, with the reason."""
+    if not isinstance(got, dict) or set(got) != set(expected):
+        assert_same(got, expected, inputs)
+    kinds = inputs["kinds"]
+    s = inputs["settings"]
+    cfg = (
+        f"(init_scale={s['init_scale']:g}, growth_factor={s['growth_factor']}, "
+        f"backoff_factor={s['backoff_factor']}, growth_interval={s['growth_interval']})"
+    )
+    if got["scales"][0] != expected["scales"][0]:
+        raise AssertionError(
+            f"before any step, scale(1.0) gave {got['scales'][0]:g} but should be init_scale = "
+            f"{expected['scales'][0]:g} {cfg}. scale(loss) must return loss * current scale."
+        )
+    for t, (gs, es) in enumerate(zip(got["skipped"], expected["skipped"])):
+        grads = "finite" if kinds[t] == "finite" else f"containing {kinds[t]}"
+        if gs != es:
+            what = "skipped" if gs else "applied"
+            raise AssertionError(
+                f"step {t}: you {what} the optimizer step, GradScaler('cpu') "
+                f"{'skipped' if es else 'applied'} it (gradients {grads}, scaled by "
+                f"{expected['scales'][t]:g}). step() must skip exactly when unscaled gradients "
+                "contain inf or NaN, and must not unscale twice after an explicit unscale_()."
+            )
+        gv, ev = got["scales"][t + 1], expected["scales"][t + 1]
+        if abs(gv - ev) > 1e-6 * abs(ev):
+            raise AssertionError(
+                f"after update() at step {t} (gradients {grads}): your scale is {gv:g}, "
+                f"GradScaler('cpu') has {ev:g} {cfg}. Scales so far: "
+                f"{[f'{v:g}' for v in expected['scales'][: t + 2]]}.\n"
+                "On inf/NaN: scale *= backoff_factor and reset the growth counter; after "
+                "growth_interval finite steps in a row: scale *= growth_factor (only if the result is "
+                "still finite in float32, else keep the scale) and reset the counter."
+            )
+    assert_same(got["unscaled_grads"], expected["unscaled_grads"], inputs, path="grads after unscale_")
+    assert_same(got["params"], expected["params"], inputs, path="final parameters", rtol=1e-5, atol=1e-6)
+
+
+# --- 7.2 a mixed-precision training step --------------------------------------------------------
+
+
+class _TinyNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(16, 32)
+        self.fc2 = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def _step_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    n_steps = 6
+    return {
+        "init_scale": [2.0**127, 2.0**16, 2.0**8][seed % 3],  # 2^127: the first steps overflow
+        "max_norm": [0.5, 0.25, 1.0][seed % 3],
+        "weights_seed": 1000 + seed,
+        "xs": [torch.randn(8, 16, generator=g) * [30, 2, 2][seed % 3] for _ in range(n_steps)],
+        "ys": [torch.randint(5, (8,), generator=g) for _ in range(n_steps)],
+    }
+
+
+def _step_replay(step_fn, inputs: dict) -> dict:
+    torch.manual_seed(inputs["weights_seed"])
+    model = _TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=inputs["init_scale"], growth_interval=2)
+    dtypes: set[str] = set()
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: dtypes.add(str(out.dtype).replace("torch.", "")))
+        for m in (model.fc1, model.fc2)
+    ]
+    losses, scales, skipped = [], [], []
+    for x, y in zip(inputs["xs"], inputs["ys"]):
+        before = [p.detach().clone() for p in model.parameters()]
+        loss = step_fn(model, opt, scaler, x, y, "cpu", torch.bfloat16, inputs["max_norm"])
+        losses.append(float(loss))
+        skipped.append(all(torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())))
+        scales.append(float(scaler.get_scale()))
+    for h in hooks:
+        h.remove()
+    return {
+        "linear_output_dtypes": sorted(dtypes),
+        "losses": losses,
+        "skipped": skipped,
+        "scales": scales,
+        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+
+
+def _step_run(fn, inputs: dict) -> dict:
+    return _step_replay(
+        lambda m, o, s, x, y, dev, dt, mn: fn(m, o, s, x, y, device_type=dev, dtype=dt, max_norm=mn), inputs
+    )
+
+
+def _pytorch_amp_step(model, optimizer, scaler, x, y, device_type, dtype, max_norm) -> float:
+    """PyTorch's documented recipe (autocast forward+loss, scaled backward, unscale_, clip, step, update)."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type, dtype=dtype):
+        loss = F.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item()
+
+
+def _step_reference(inputs: dict) -> dict:
+    return _step_replay(_pytorch_amp_step, inputs)
+
+
+def _step_compare(got: Any, expected: dict, inputs: dict) -> None:
+    if not isinstance(got, dict) or set(got) != set(expected):
+        assert_same(got, expected, inputs)
+    if got["linear_output_dtypes"] != expected["linear_output_dtypes"]:
+        raise AssertionError(
+            f"the Linear layers produced {got['linear_output_dtypes']} outputs, expected "
+            f"{expected['linear_output_dtypes']}: run the forward pass (and the loss) inside "
+            "`with torch.autocast(device_type, dtype=dtype):`."
+        )
+    for t, (gs, es) in enumerate(zip(got["skipped"], expected["skipped"])):
+        if gs != es:
+            raise AssertionError(
+                f"step {t}: the optimizer step was {'skipped' if gs else 'applied'}, PyTorch's recipe "
+                f"{'skipped' if es else 'applied'} it (scale {expected['scales'][t - 1] if t else inputs['init_scale']:g}). "
+                "Use scaler.scale(loss).backward(), scaler.step(optimizer) and scaler.update() — "
+                "never optimizer.step() directly."
+            )
+    assert_same(got["scales"], expected["scales"], inputs, path="scale after each step")
+    for t, (gl, el) in enumerate(zip(got["losses"], expected["losses"])):
+        if abs(gl - el) > 1e-3 * abs(el) + 1e-4:
+            scaled = abs(gl - el * expected["scales"][t]) < 1e-2 * abs(el * expected["scales"][t]) + 1e-4
+            raise AssertionError(
+                f"step {t}: you returned loss {gl:.6g}, expected {el:.6g}"
+                + (" — that is the *scaled* loss; return the unscaled loss.item()." if scaled else ".")
+            )
+    try:
+        assert_same(got["params"], expected["params"], inputs, path="parameters", rtol=1e-3, atol=1e-5)
+    except AssertionError as err:
+        raise AssertionError(
+            f"{err}\nThe parameters after the steps differ: clip only after scaler.unscale_(optimizer) "
+            "(clipping scaled gradients clips the wrong norm), and zero the gradients every step."
+        ) from None
+
+
+EXERCISES = [
+    Exercise(
+        id="7.1",
+        title="DynamicLossScaler",
+        target="DynamicLossScaler",
+        points=3,
+        make_case=_scaler_case,
+        run=_scaler_run,
+        reference=_scaler_reference,
+        compare=_scaler_compare,
+        public_seeds=(0, 1),
+        hidden_seeds=(2, 3, 4, 1000),
+        edge_cases=_scaler_edge_cases,
+        hint="keep the scale, a growth counter and, per optimizer, whether unscale_ already ran and "
+        "whether it found inf/NaN (torch.isfinite). update() resets the per-step state.",
+    ),
+    Exercise(
+        id="7.2",
+        title="mixed-precision training step",
+        target="train_step_amp",
+        points=2,
+        make_case=_step_case,
+        run=_step_run,
+        reference=_step_reference,
+        compare=_step_compare,
+        public_seeds=(0, 1),
+        hidden_seeds=(2, 1000, 1001),
+        hint="autocast around forward + loss; scaler.scale(loss).backward(); scaler.unscale_(optimizer) "
+        "before clip_grad_norm_; scaler.step(optimizer); scaler.update().",
+    ),
+]
