@@ -86,12 +86,21 @@ class LeNet5(nn.Module):
 
 
 class MLP(nn.Module):
-    """Flatten → Linear(in→256) → ReLU → Linear(256→128) → ReLU → Linear(128→10)."""
+    """Flatten → Linear(in→256) → ReLU → Linear(256→128) → ReLU → Linear(128→10).
+
+    ``in_features`` defaults to ``in_channels · image_size²`` (256 for 1×16×16 digits).
+    """
 
     def __init__(
-        self, in_features: int = 256, hidden: tuple[int, int] = (256, 128), num_classes: int = 10
+        self,
+        in_features: int | None = None,
+        hidden: tuple[int, int] = (256, 128),
+        num_classes: int = 10,
+        image_size: int = 16,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
+        in_features = in_channels * image_size * image_size if in_features is None else in_features
         h1, h2 = hidden
         self.net = nn.Sequential(
             nn.Flatten(),

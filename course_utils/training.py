@@ -121,8 +121,9 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "course_cnn": Recipe("course_cnn"),
     "course_cnn_quant": Recipe("course_cnn_quant"),
-    "lenet5": Recipe("lenet5", epochs=10),
-    "mlp": Recipe("mlp", epochs=10),
+    # measured (seeds 0-3, digits test set): LeNet-5 98.1-98.9 %, MLP 97.5-98.3 %
+    "lenet5": Recipe("lenet5", epochs=30, lr=2e-3, batch_size=32),
+    "mlp": Recipe("mlp", epochs=20, batch_size=32),
 }
 
 
