@@ -7,6 +7,7 @@ settings. 7.2 ``train_step_amp``: a bf16 autocast + GradScaler step next to PyTo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -245,16 +246,24 @@ def _step_compare(got: Any, expected: dict, inputs: dict) -> None:
         )
     for t, (gs, es) in enumerate(zip(got["skipped"], expected["skipped"])):
         if gs != es:
+            used = expected["scales"][t - 1] if t else inputs["init_scale"]
+            why = (
+                "Use scaler.scale(loss).backward() and scaler.step(optimizer) — never "
+                "optimizer.step() directly: only the scaler skips steps whose gradients overflowed."
+                if not gs
+                else "Either the scale never backed off (call scaler.update() every step) or your "
+                "parameters drifted in earlier steps (clip only after scaler.unscale_(optimizer), "
+                "zero the gradients every step)."
+            )
             raise AssertionError(
                 f"step {t}: the optimizer step was {'skipped' if gs else 'applied'}, PyTorch's recipe "
-                f"{'skipped' if es else 'applied'} it (scale {expected['scales'][t - 1] if t else inputs['init_scale']:g}). "
-                "Use scaler.scale(loss).backward(), scaler.step(optimizer) and scaler.update() — "
-                "never optimizer.step() directly."
+                f"{'skipped' if es else 'applied'} it (scale {used:g}). {why}"
             )
     assert_same(got["scales"], expected["scales"], inputs, path="scale after each step")
     for t, (gl, el) in enumerate(zip(got["losses"], expected["losses"])):
         if abs(gl - el) > 1e-3 * abs(el) + 1e-4:
-            scaled = abs(gl - el * expected["scales"][t]) < 1e-2 * abs(el * expected["scales"][t]) + 1e-4
+            used = expected["scales"][t - 1] if t else inputs["init_scale"]
+            scaled = not math.isfinite(gl) or (el != 0 and abs(gl / el - used) <= 1e-2 * used)
             raise AssertionError(
                 f"step {t}: you returned loss {gl:.6g}, expected {el:.6g}"
                 + (" — that is the *scaled* loss; return the unscaled loss.item()." if scaled else ".")

@@ -1,0 +1,201 @@
+"""Chapter 7 and 8 exercise specs: the reference solutions (taken from the solution notebooks —
+the single source) pass every public, hidden and edge case; plausible wrong versions fail with
+messages that say what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_utils.exercise import get_exercise
+from course_utils.notebooks import exercise_sections, read_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def solution_namespace(stem: str) -> dict[str, Any]:
+    """Execute the first code cell and every exercise code cell (not the check cells) of a solution."""
+    nb = read_notebook(ROOT / "solutions" / f"{stem}.ipynb")
+    sections = exercise_sections(nb)
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    ns: dict[str, Any] = {"__name__": f"solution_{stem}"}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or (i != first and i not in sections):
+            continue
+        if "check(" in cell.source:
+            continue
+        exec(compile(cell.source, f"{stem}[{i}]", "exec"), ns)
+    return ns
+
+
+@pytest.fixture(scope="module")
+def ch07() -> dict[str, Any]:
+    return solution_namespace("07_amp")
+
+
+@pytest.fixture(scope="module")
+def ch08() -> dict[str, Any]:
+    return solution_namespace("08_capstone")
+
+
+def run_all(ex_id: str, obj: Any) -> int:
+    """Run every public + hidden + edge case; raise the spec's AssertionError on the first failure."""
+    ex = get_exercise(ex_id)
+    cases = ex.cases(hidden=True)
+    for inputs in cases:
+        ex.compare(ex.run(obj, inputs), ex.reference(inputs), inputs)
+    return len(cases)
+
+
+def fails_with(ex_id: str, obj: Any, *fragments: str) -> str:
+    with pytest.raises(AssertionError) as info:
+        run_all(ex_id, obj)
+    msg = str(info.value)
+    for f in fragments:
+        assert f in msg, f"message lacks {f!r}:\n{msg}"
+    return msg
+
+
+# --- 7.1 DynamicLossScaler -------------------------------------------------------------------
+
+
+def test_reference_scaler_passes_all_cases(ch07: dict[str, Any]) -> None:
+    n = run_all("7.1", ch07["DynamicLossScaler"])
+    assert n >= 2 + 4 + 2
+
+
+def test_scaler_cases_are_long_and_contain_inf_and_nan() -> None:
+    ex = get_exercise("7.1")
+    kinds: set[str] = set()
+    for inputs in ex.cases(hidden=True):
+        assert len(inputs["ws"]) >= 20
+        kinds |= set(inputs["kinds"])
+        ref = ex.reference(inputs)
+        assert len(ref["scales"]) == len(inputs["ws"]) + 1
+    assert {"finite", "inf", "-inf", "nan"} <= kinds
+    public = ex.cases(hidden=False)
+    assert all(any(ex.reference(c)["skipped"]) for c in public), "public cases must skip some steps"
+
+
+def test_scaler_never_skipping_fails(ch07: dict[str, Any]) -> None:
+    class NoSkip(ch07["DynamicLossScaler"]):
+        def step(self, optimizer):
+            if id(optimizer) not in self._found_inf:
+                self.unscale_(optimizer)
+            return optimizer.step()
+
+    fails_with("7.1", NoSkip, "you applied the optimizer step", "skipped it")
+
+
+def test_scaler_unscaling_twice_fails(ch07: dict[str, Any]) -> None:
+    class DoubleUnscale(ch07["DynamicLossScaler"]):
+        def step(self, optimizer):
+            self._found_inf.pop(id(optimizer), None)
+            return super().step(optimizer)
+
+    msg = fails_with("7.1", DoubleUnscale)
+    assert "parameters" in msg or "step" in msg
+
+
+def test_scaler_without_tracker_reset_fails(ch07: dict[str, Any]) -> None:
+    class NoReset(ch07["DynamicLossScaler"]):
+        def update(self):
+            if any(self._found_inf.values()):
+                self._scale *= self.backoff_factor  # growth counter kept: grows too early
+            else:
+                self._growth_tracker += 1
+                if self._growth_tracker % self.growth_interval == 0:
+                    self._scale *= self.growth_factor
+            self._found_inf.clear()
+
+    fails_with("7.1", NoReset, "after update() at step", "GradScaler('cpu') has", "reset the growth counter")
+
+
+def test_scaler_growing_past_float32_fails(ch07: dict[str, Any]) -> None:
+    class NoCeiling(ch07["DynamicLossScaler"]):
+        def update(self):
+            if any(self._found_inf.values()):
+                self._scale *= self.backoff_factor
+                self._growth_tracker = 0
+            else:
+                self._growth_tracker += 1
+                if self._growth_tracker == self.growth_interval:
+                    self._scale *= self.growth_factor
+                    self._growth_tracker = 0
+            self._found_inf.clear()
+
+    fails_with("7.1", NoCeiling, "your scale is inf", "still finite in float32")
+
+
+def test_scaler_with_fixed_scale_fails(ch07: dict[str, Any]) -> None:
+    class Fixed(ch07["DynamicLossScaler"]):
+        def update(self):
+            self._found_inf.clear()
+
+    fails_with("7.1", Fixed, "after update() at step")
+
+
+def test_scaler_wrong_initial_scale_fails(ch07: dict[str, Any]) -> None:
+    class Unit(ch07["DynamicLossScaler"]):
+        def scale(self, loss):
+            return loss
+
+    fails_with("7.1", Unit, "before any step", "init_scale")
+
+
+# --- 7.2 train_step_amp -------------------------------------------------------------------------
+
+
+def test_reference_amp_step_passes_all_cases(ch07: dict[str, Any]) -> None:
+    assert run_all("7.2", ch07["train_step_amp"]) >= 5
+
+
+def test_amp_step_cases_include_skipped_overflow_steps() -> None:
+    ex = get_exercise("7.2")
+    ref = ex.reference(ex.make_case(0))
+    assert ref["skipped"][0] and not all(ref["skipped"])
+    assert ref["linear_output_dtypes"] == ["bfloat16"]
+
+
+def _step(autocast: bool = True, clip_first: bool = False, direct: bool = False, scaled: bool = False):
+    def train_step_amp(model, optimizer, scaler, x, y, device_type="cpu", dtype=torch.bfloat16, max_norm=1.0):
+        optimizer.zero_grad()
+        with torch.autocast(device_type, dtype=dtype, enabled=autocast):
+            loss = F.cross_entropy(model(x), y)
+        scaled_loss = scaler.scale(loss)
+        scaled_loss.backward()
+        if clip_first:
+            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+            scaler.unscale_(optimizer)
+        else:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if direct:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+        scaler.update()
+        return scaled_loss.item() if scaled else loss.item()
+
+    return train_step_amp
+
+
+def test_amp_step_without_autocast_fails() -> None:
+    fails_with("7.2", _step(autocast=False), "['float32']", "torch.autocast")
+
+
+def test_amp_step_clipping_before_unscale_fails() -> None:
+    fails_with("7.2", _step(clip_first=True), "clip only after scaler.unscale_")
+
+
+def test_amp_step_calling_optimizer_step_directly_fails() -> None:
+    fails_with("7.2", _step(direct=True), "never optimizer.step() directly")
+
+
+def test_amp_step_returning_scaled_loss_fails() -> None:
+    fails_with("7.2", _step(scaled=True), "*scaled* loss")
