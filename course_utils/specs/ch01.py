@@ -69,12 +69,18 @@ def compare_masks(
                 f"{path}: entry {at} was already pruned by the earlier mask but your mask keeps it. "
                 "A second pruning can only remove more entries."
             )
-    ng, ne = int((g == 0).sum()), int((e == 0).sum())
+    alive = torch.ones_like(e, dtype=torch.bool) if keep_zero is None else keep_zero != 0
+    ng, ne = int(((g == 0) & alive).sum()), int(((e == 0) & alive).sum())
     if ng != ne:
         n = units if units is not None else e.numel()
+        unit = what if units is None else "entries"
+        per = e.numel() // units if units else 0
+        if units and keep_zero is None and per and ng % per == 0:
+            ng, ne, unit = ng // per, ne // per, what  # count whole slices
+        if keep_zero is not None:
+            unit = f"of the {int(alive.sum())} still-unpruned entries"
         raise AssertionError(
-            f"{path}: you pruned {ng} {what if units is None else 'entries'} but torch prunes {ne}"
-            f"{_n_pruned_text(amount, n, what)}."
+            f"{path}: you pruned {ng} {unit} but torch prunes {ne}{_n_pruned_text(amount, n, what)}."
         )
     if scores is not None:
         s = scores.detach().to(torch.float32)

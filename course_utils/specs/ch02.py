@@ -137,7 +137,7 @@ def _combine_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
         keep_zero=old,
         amount=amount,
         units=remaining,
-        what=f"still-unpruned entries (the amount counts the {remaining} left, not all {old.numel()})",
+        what=f"entries left, not of all {old.numel()}",
     )
 
 

@@ -111,12 +111,17 @@ def _recipe(cls: Any, inputs: dict) -> dict:
     out["compute_mask(w, default_mask)"] = _mask(cls(**first).compute_mask(w.clone(), default.clone()))
 
     module = _module(inputs["w"])
-    cls.apply(module, "weight", **first)
-    out["mask after apply"] = _mask(module.weight_mask)
-    cls.apply(module, "weight", **second)
-    out["mask after a second apply"] = _mask(module.weight_mask)
-    out["state_dict keys"] = sorted(module.state_dict())
-    out["weight after the second apply"] = module.weight.detach().clone()
+    try:  # errors become values, so that compare can first explain a wrong PRUNING_TYPE
+        cls.apply(module, "weight", **first)
+        out["mask after apply"] = _mask(module.weight_mask)
+        cls.apply(module, "weight", **second)
+        out["mask after a second apply"] = _mask(module.weight_mask)
+        out["state_dict keys"] = sorted(module.state_dict())
+        out["weight after the second apply"] = module.weight.detach().clone()
+    except NotImplementedError:
+        raise
+    except Exception as err:
+        out["apply"] = f"{type(err).__name__}: {err}"[:300]
 
     a, b = _module(inputs["w"]), _module(inputs["w2"])
     res = _safe(lambda: prune.global_unstructured([(a, "weight"), (b, "weight")], cls, **first))
@@ -136,6 +141,11 @@ def _compare(got: Any, expected: dict, inputs: dict) -> None:
             f"PRUNING_TYPE is {got.get('PRUNING_TYPE')!r} but this method needs "
             f"{expected['PRUNING_TYPE']!r}: it decides which slice of the tensor PruningContainer "
             "passes to compute_mask on a second pruning (and whether global_unstructured accepts it)."
+        )
+    if isinstance(got, dict) and "apply" in got and "apply" not in expected:
+        raise AssertionError(
+            f"compute_mask works when called directly, but cls.apply(module, 'weight', …) raised "
+            f"{got['apply']}"
         )
     assert_same(got, expected, inputs)
 
