@@ -61,7 +61,17 @@ def _case_line(c: CaseResult) -> str:
 def exercise_output(e: ExerciseResult) -> str:
     """The text a student sees for one exercise."""
     lines = [e.message] if e.message else []
-    lines += [_case_line(c) for c in e.cases if c.status != "passed"]
+    bad = [c for c in e.cases if c.status != "passed"]
+    if len(bad) > 1 and len({(c.status, c.message) for c in bad}) == 1:  # e.g. all "not implemented"
+        first = bad[0].message.strip().splitlines()[0] if bad[0].message.strip() else ""
+        if all(c.hidden for c in bad):
+            first = _truncate(first, MAX_HIDDEN_LINE)
+        lines.append(f"{len(bad)} cases {bad[0].status}" + (f": {first}" if first else ""))
+        return _truncate("\n".join(lines), MAX_TEXT)
+    not_run = [c for c in bad if c.message.startswith("not run:")]
+    lines += [_case_line(c) for c in bad if c not in not_run]
+    if not_run:
+        lines.append(f"({len(not_run)} later case(s) were not run: {not_run[0].message[len('not run: ') :]})")
     return _truncate("\n".join(lines), MAX_TEXT)
 
 

@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -342,6 +343,8 @@ class _Session:
         remaining = self._remaining()
         if remaining <= 0:
             self.out_of_time = True
+            res.status = "timeout"
+            res.message = "The submission's time limit ran out before this exercise was tested."
             return "timeout"
         outcome, err = self._exec(source, min(self.limits.cell_timeout, remaining))
         inputs = torch.load(io.BytesIO(inputs_bytes), weights_only=True)
@@ -363,7 +366,7 @@ class _Session:
             index = i - n_public + 1 if hidden else i + 1
             path = out_dir / f"{i}.pt"
             if path.exists():
-                case = self._judge(ex, self._load(path), exp, inp, hidden, index)
+                case = self._judge(ex, self._load(path), exp, inp, hidden, index, self.limits.memory_mb)
             elif outcome in ("timeout", "crashed"):
                 what = "took too long" if outcome == "timeout" else "crashed the kernel"
                 msg = f"not run: an earlier case {what}" if stopped else f"your code {what}"
@@ -384,11 +387,12 @@ class _Session:
         try:
             return torch.load(path, weights_only=True)
         except Exception as err:
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            return {"ok": False, "kind": "unloadable", "message": first}
+            return {"ok": False, "kind": "unloadable", "message": str(err)[:2000]}
 
     @staticmethod
-    def _judge(ex: Exercise, rec: Any, expected: Any, inputs: dict, hidden: bool, index: int) -> CaseResult:
+    def _judge(
+        ex: Exercise, rec: Any, expected: Any, inputs: dict, hidden: bool, index: int, limits_mb: int = 0
+    ) -> CaseResult:
         seconds = float(rec.get("seconds", 0.0)) if isinstance(rec, dict) else 0.0
         if not isinstance(rec, dict) or ("ok" not in rec):
             return CaseResult(index, hidden, "error", "the output file was not written by the grader")
@@ -406,6 +410,8 @@ class _Session:
         elif kind == "raised":
             where = f" {rec.get('where', '')}" if rec.get("where") else ""
             msg = f"your code raised {rec.get('type', 'an exception')}"
+            if rec.get("type") == "MemoryError" or "can't allocate memory" in str(rec.get("message", "")):
+                msg += f" (the memory limit is {limits_mb} MiB)"
             msg += (
                 f":{where}"
                 if hidden
@@ -416,10 +422,9 @@ class _Session:
         elif kind == "too_big":
             msg = f"your result is too large to grade ({rec.get('message')})"
         elif kind == "unloadable":
-            msg = (
-                "your result contains something other than tensors, numbers, strings, lists or dicts "
-                f"({rec.get('message')})"
-            )
+            msg = "your result contains something other than tensors, numbers, strings, lists or dicts"
+            m = re.search(r"GLOBAL ([\w.]+)", str(rec.get("message", "")))
+            msg += f" (found {m.group(1)})" if m else ""
         else:
             msg = "the output file was not written by the grader"
         return CaseResult(index, hidden, "error", msg, seconds)
@@ -443,7 +448,8 @@ def _summary(ex: Exercise, res: ExerciseResult, session: _Session | None) -> Non
         return
     section = [i for i, e in session.sections.items() if e == ex.id]
     poisoned = [i for i in section if i in session.poisoned]
-    errors = [i for i in section if i in session.cell_errors]
+    consequence = f"NameError: name '{ex.target}' is not defined"
+    errors = [i for i in section if i in session.cell_errors and consequence not in session.cell_errors[i]]
     if poisoned:
         i = poisoned[0]
         res.status = session.poisoned[i]
@@ -524,8 +530,10 @@ def grade_notebook_bytes(
                 what = "timed out" if st == "timeout" else "crashed the kernel"
                 where = f"exercise {session.sections[i]}" if i in session.sections else "outside any exercise"
                 out.notes.append(f"{_cell_name(nb, i)} ({where}) {what} and was skipped on re-run.")
-            for i, msg in sorted(session.cell_errors.items())[:20]:
-                out.notes.append(f"{_cell_name(nb, i)} raised {msg}")
+            quiet = ("CheckFailed", "NotImplementedError")  # already reported per exercise
+            errors = [(i, m) for i, m in sorted(session.cell_errors.items()) if not m.startswith(quiet)]
+            for i, msg in errors[:20]:
+                out.notes.append(f"{_cell_name(nb, i)} raised {msg.splitlines()[0] if msg else ''}")
     out.seconds = round(time.monotonic() - t0, 2)
     return out
 

@@ -1,0 +1,121 @@
+"""Grader pieces that need no kernel: parsing, scoring, reports, CLI misuse, memory limits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from fixtures.grading_spec import EXERCISES
+from fixtures.grading_subs import SPEC, notebook
+
+from course_utils.exercise import CHAPTERS, chapter_exercises
+from course_utils.grading.cli import main as grade
+from course_utils.grading.report import atomic_write, exercise_output, feedback_html, results_json
+from course_utils.grading.results import CaseResult, ExerciseResult, SubmissionResult, aggregate
+from course_utils.grading.runner import grade_notebook_bytes
+
+
+def test_aggregate_partial_credit_and_worst_status():
+    ex = ExerciseResult("0.3", "t", 2.0)
+    ex.cases = [
+        CaseResult(1, False, "passed"),
+        CaseResult(2, False, "failed"),
+        CaseResult(1, True, "timeout"),
+    ]
+    aggregate(ex)
+    assert ex.score == round(2 / 3, 2) and ex.status == "timeout"
+    ex.cases = [CaseResult(i, False, "passed") for i in range(4)]
+    assert aggregate(ex).status == "passed" and ex.score == 2.0
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00binary", "not UTF-8"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "not a Jupyter notebook"),
+        (b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}', "no code cells"),
+    ],
+)
+def test_unreadable_submissions_get_missing_without_a_kernel(data, reason):
+    t0 = time.monotonic()
+    r = grade_notebook_bytes("x", data, str(SPEC))
+    assert time.monotonic() - t0 < 5  # no kernel was started
+    assert [e.status for e in r.exercises] == ["missing"] * 3 and r.score == 0
+    assert all(reason in e.message for e in r.exercises)
+
+
+def test_feedback_escapes_student_text_and_shortens_hidden_cases():
+    ex = ExerciseResult("0.1", "add", 1.0)
+    ex.cases = [
+        CaseResult(1, False, "error", "your code raised ValueError: <script>alert(1)</script>"),
+        CaseResult(2, True, "failed", "result: got 1, expected 2\nsecond line with details " + "y" * 500),
+    ]
+    aggregate(ex)
+    r = SubmissionResult("<b>eve</b>", str(SPEC), [ex])
+    page = feedback_html(r)
+    assert "<script>" not in page and "&lt;script&gt;" in page and "<b>eve</b>" not in page
+    text = exercise_output(ex)
+    assert "hidden case 2 failed: result: got 1, expected 2" in text and "second line" not in text
+    assert json.loads(json.dumps(results_json(r)))["tests"][0]["status"] == "error"
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "a" / "grades.csv"
+    atomic_write(p, "one\n")
+    atomic_write(p, "two\n")
+    assert p.read_text() == "two\n" and sorted(x.name for x in p.parent.iterdir()) == ["grades.csv"]
+
+
+def _misuse(capsys, args) -> str:
+    rc = grade(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert err.startswith("grade: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_misuse_is_one_line_and_exit_2(tmp_path, capsys):
+    sub = tmp_path / "alice.ipynb"
+    sub.write_text("{}")
+    out = str(tmp_path / "out")
+    assert "Unknown assignment '42'" in _misuse(capsys, ["42", str(sub), "--out", out])
+    assert "no such file" in _misuse(capsys, ["1", str(tmp_path / "nope.ipynb"), "--out", out])
+    (tmp_path / "empty").mkdir()
+    assert "no submissions" in _misuse(capsys, ["1", str(tmp_path / "empty"), "--out", out])
+    assert "cannot write to --out" in _misuse(capsys, ["1", str(sub), "--out", str(sub)])
+    assert "Spec file" in _misuse(capsys, [str(tmp_path / "none.py"), str(sub), "--out", out])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "alice.ipynb").write_text("{}")
+    assert "student id 'alice'" in _misuse(capsys, ["1", str(sub), str(tmp_path / "b"), "--out", out])
+    empty = [n for n in CHAPTERS if not chapter_exercises(n)]
+    if empty:
+        assert "no exercises yet" in _misuse(capsys, [str(empty[0]), str(sub), "--out", out])
+
+
+def test_memory_limit_lets_torch_import_and_stops_big_allocations():
+    """RLIMIT_DATA (what the launcher sets) vs this CUDA build of torch: measured, not assumed."""
+    code = (
+        "from course_utils.grading.launcher import apply_limits; apply_limits(1024, 64)\n"
+        "import torch; x = torch.randn(256, 256) @ torch.randn(256, 256)\n"
+        "try:\n    torch.empty(2 * 2**30, dtype=torch.uint8); print('allocated')\n"
+        "except RuntimeError as e:\n    print('refused' if 'allocate' in str(e) else e)\n"
+        "try:\n    b = [bytearray(10**8) for _ in range(20)]; print('allocated')\n"
+        "except MemoryError:\n    print('MemoryError')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["refused", "MemoryError"]
+
+
+def test_spec_file_assignment_loads_the_test_exercises():
+    from course_utils.grading.assignment import find_exercise, load_assignment
+
+    name, exercises = load_assignment(str(SPEC))
+    assert [e.id for e in exercises] == [e.id for e in EXERCISES] and name.endswith("grading_spec.py")
+    assert find_exercise(name, "0.2").target == "scale_rows"
+    assert notebook().cells  # the builder used by the batch tests works
