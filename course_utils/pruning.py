@@ -28,6 +28,7 @@ from .models import CourseCNN
 
 __all__ = [
     "PRUNABLE_TYPES",
+    "clone_model",
     "n_to_prune",
     "prunable_parameters",
     "global_magnitude_prune",
@@ -48,6 +49,21 @@ __all__ = [
 ]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works on pruned models.
+
+    After ``prune.*`` the attribute ``weight = weight_orig * weight_mask`` is a non-leaf tensor
+    (it has a ``grad_fn``), and ``deepcopy`` refuses non-leaf tensors. Those derived tensors are
+    copied detached; the pruning hook recomputes them at the next forward anyway.
+    """
+    memo: dict[int, object] = {}
+    for m in model.modules():
+        for value in vars(m).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 def n_to_prune(amount: int | float, n: int) -> int:
@@ -236,7 +252,7 @@ def remove_channels(
     """
     if not isinstance(model, CourseCNN):
         raise TypeError(f"remove_channels works on CourseCNN, got {type(model).__name__}.")
-    src = make_permanent(copy.deepcopy(model))
+    src = make_permanent(clone_model(model))
     a1, a2 = amount if isinstance(amount, tuple) else (amount, amount)
     conv1, bn1, conv2, bn2 = src.features[0], src.features[1], src.features[4], src.features[5]
     lin1, lin2 = src.classifier[1], src.classifier[3]
@@ -295,7 +311,7 @@ def sensitivity_scan(
     bar = tqdm(total=len(layers) * len(amounts), desc="sensitivity scan", disable=not progress, leave=False)
     for name in layers:
         for a in amounts:
-            pruned = layerwise_magnitude_prune(copy.deepcopy(model), a, types, only=[name])
+            pruned = layerwise_magnitude_prune(clone_model(model), a, types, only=[name])
             acc[name].append(evaluate(pruned, loader))
             bar.update()
     bar.close()
@@ -350,7 +366,7 @@ def sparsity_accuracy_curve(
 
     before, after = [], []
     for a in tqdm(amounts, desc="sparsity sweep", disable=not progress, leave=False):
-        pruned = global_magnitude_prune(copy.deepcopy(model), a)
+        pruned = global_magnitude_prune(clone_model(model), a)
         before.append(evaluate(pruned, loaders[eval_split]))
         finetune(pruned, loaders, epochs=epochs, lr=lr, progress=False)
         after.append(evaluate(pruned, loaders[eval_split]))
