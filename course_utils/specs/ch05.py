@@ -1,0 +1,607 @@
+"""Exercise specs for chapter 5 — qconfig, observers and post-training quantization.
+
+5.1 ``calc_qparams`` = ``MinMaxObserver(...).calculate_qparams()`` · 5.2 ``quantize`` =
+``torch.quantize_per_tensor(...).int_repr()`` · 5.3 ``dequantize`` = ``.dequantize()`` of the
+same quantized tensor · 5.4 ``quantize_per_channel`` = ``torch.quantize_per_channel(...)
+.int_repr()`` · 5.5 ``MyMinMaxObserver`` reproduces ``MinMaxObserver`` alone and inside a
+``QConfig`` · 5.6 ``quantize_course_cnn`` is a full static PTQ whose result is compared by
+properties with ``course_utils.quantization.static_ptq``.
+
+PyTorch quantizes with ``nearbyint(x · (1/scale))`` in float32; code that divides by the scale
+may land one level off on about one entry in 10⁵, which the comparison tolerates (at most
+0.1 % of entries, one level each). Ties (exact halves) are tested separately.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..exercise import Exercise, assert_same
+from .ch01 import _safe
+
+_DTYPES = (torch.quint8, torch.qint8)
+_SCHEMES = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+
+
+def _quietly(fn, *args, **kwargs):
+    """Call ``fn`` without the known quantized-tensor deprecation warnings (message-filtered)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"Please use quant_min and quant_max")
+        return fn(*args, **kwargs)
+
+
+def _int_range(dtype: torch.dtype, reduce_range: bool = False) -> tuple[int, int]:
+    lo, hi = (0, 255) if dtype == torch.quint8 else (-128, 127)
+    if reduce_range:
+        lo, hi = (0, 127) if dtype == torch.quint8 else (-64, 63)
+    return lo, hi
+
+
+def compare_levels(got: Any, expected: torch.Tensor, path: str, what: str) -> None:
+    """Integer tensors equal, except ≤ 0.1 % of entries one level off (division vs 1/scale)."""
+    if not isinstance(got, torch.Tensor):
+        raise AssertionError(f"{path}: expected an integer tensor, got {type(got).__name__}.")
+    if got.shape != expected.shape:
+        raise AssertionError(f"{path}: shape {tuple(got.shape)} but expected {tuple(expected.shape)}.")
+    if got.is_floating_point() or got.is_complex():
+        raise AssertionError(
+            f"{path}: got a {got.dtype} tensor; {what} gives integers ({expected.dtype}). "
+            f"Round, clamp, then .to({expected.dtype})."
+        )
+    diff = (got.long() - expected.long()).abs()
+    bad = diff > 0
+    if int((diff > 1).sum()) or int(bad.sum()) > max(1, expected.numel() // 1000):
+        idx = bad.nonzero()[:3].tolist()
+        rows = "\n".join(
+            f"    at {tuple(i)}: got {int(got[tuple(i)])}, expected {int(expected[tuple(i)])}" for i in idx
+        )
+        raise AssertionError(
+            f"{path}: {int(bad.sum())} of {expected.numel()} entries differ. First ones:\n{rows}"
+        )
+    if got.dtype != expected.dtype:
+        raise AssertionError(
+            f"{path}: values are right but the dtype is {got.dtype}; {what} gives {expected.dtype} "
+            f"(the storage type of the quantized dtype)."
+        )
+
+
+# --- 5.1 calc_qparams --------------------------------------------------------------------------
+
+
+def _qparams_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lo = float(-torch.rand(1, generator=g) * 4) if seed % 4 else float(torch.rand(1, generator=g))
+    hi = float(torch.rand(1, generator=g) * 6 + 0.1) + max(lo, 0.0)
+    return {
+        "min_val": lo,
+        "max_val": hi,
+        "dtype": _DTYPES[seed % 2],
+        "qscheme": _SCHEMES[(seed // 2) % 2],
+        "reduce_range": False,
+    }
+
+
+def _qparams_edge_cases() -> list[dict]:
+    out = []
+    for dtype in _DTYPES:
+        for qscheme in _SCHEMES:
+            out += [
+                {"min_val": 0.0, "max_val": 0.0, "dtype": dtype, "qscheme": qscheme, "reduce_range": False},
+                {"min_val": 2.5, "max_val": 2.5, "dtype": dtype, "qscheme": qscheme, "reduce_range": False},
+                {"min_val": -3.0, "max_val": -1.0, "dtype": dtype, "qscheme": qscheme, "reduce_range": False},
+            ]
+            if not (dtype == torch.quint8 and qscheme == torch.per_tensor_symmetric):  # torch refuses it
+                out.append(
+                    {
+                        "min_val": -1.5,
+                        "max_val": 4.25,
+                        "dtype": dtype,
+                        "qscheme": qscheme,
+                        "reduce_range": True,
+                    }
+                )
+    return out
+
+
+def _qparams_run(fn, inputs: dict) -> dict:
+    res = fn(inputs["min_val"], inputs["max_val"], inputs["dtype"], inputs["qscheme"], inputs["reduce_range"])
+    if not isinstance(res, (tuple, list)) or len(res) != 2:
+        return {"returned": f"{type(res).__name__} {res!r}"[:120]}
+    scale, zp = res
+    return {"scale": float(scale), "zero_point": int(zp)}
+
+
+def _qparams_reference(inputs: dict) -> dict:
+    obs = _quietly(
+        torch.ao.quantization.MinMaxObserver,
+        dtype=inputs["dtype"],
+        qscheme=inputs["qscheme"],
+        reduce_range=inputs["reduce_range"],
+    )
+    obs(torch.tensor([inputs["min_val"], inputs["max_val"]]))
+    scale, zp = obs.calculate_qparams()
+    return {"scale": float(scale), "zero_point": int(zp)}
+
+
+def _describe_qparams(inputs: dict) -> str:
+    lo, hi = _int_range(inputs["dtype"], inputs["reduce_range"])
+    return (
+        f"min_val={inputs['min_val']:.6g}, max_val={inputs['max_val']:.6g}, {inputs['dtype']}, "
+        f"{inputs['qscheme']}, reduce_range={inputs['reduce_range']} (integers {lo}..{hi})"
+    )
+
+
+def _qparams_compare(got: Any, expected: dict, inputs: dict) -> None:
+    where = _describe_qparams(inputs)
+    if set(got) != {"scale", "zero_point"}:
+        raise AssertionError(f"return (scale, zero_point); you returned {got.get('returned')}.")
+    es, gs = expected["scale"], got["scale"]
+    if abs(gs - es) > 1e-6 * abs(es) + 1e-12:
+        tips = []
+        if inputs["min_val"] > 0 or inputs["max_val"] < 0:
+            tips.append("the range must include 0: min_val = min(min_val, 0), max_val = max(max_val, 0)")
+        if inputs["min_val"] == inputs["max_val"]:
+            tips.append("a zero range still needs a positive scale: at least torch.finfo(torch.float32).eps")
+        if inputs["reduce_range"]:
+            tips.append("reduce_range halves the integer range (quint8 0..127, qint8 -64..63)")
+        if inputs["qscheme"] == torch.per_tensor_symmetric:
+            tips.append("symmetric: scale = max(-min_val, max_val) / ((quant_max - quant_min) / 2)")
+        else:
+            tips.append("affine: scale = (max_val - min_val) / (quant_max - quant_min)")
+        raise AssertionError(
+            f"scale {gs:.8g} but MinMaxObserver gives {es:.8g} for {where}.\n  " + "; ".join(tips)
+        )
+    if got["zero_point"] != expected["zero_point"]:
+        tip = (
+            "symmetric quint8 centres the grid: zero_point = 128; symmetric qint8: 0"
+            if inputs["qscheme"] == torch.per_tensor_symmetric
+            else "affine: zero_point = quant_min - round(min_val / scale), clamped to the integer range"
+        )
+        raise AssertionError(
+            f"zero_point {got['zero_point']} but MinMaxObserver gives {expected['zero_point']} for {where}.\n  {tip}"
+        )
+
+
+# --- 5.2 quantize / 5.3 dequantize ------------------------------------------------------------------
+
+
+def _quant_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    dtype = _DTYPES[seed % 2]
+    lo, hi = _int_range(dtype)
+    scale = float(torch.rand(1, generator=g) * 0.1 + 0.005)
+    zp = int(torch.randint(lo, hi + 1, (1,), generator=g))
+    x = torch.randn(6, 50, generator=g) * scale * 60  # some values clip at both ends
+    return {"x": x, "scale": scale, "zero_point": zp, "dtype": dtype}
+
+
+def _quant_edge_cases() -> list[dict]:
+    ties = torch.arange(-40, 40).float() * 0.25 + 0.125  # exact halves of scale 0.25
+    return [
+        {"x": torch.zeros(4, 5), "scale": 0.1, "zero_point": 3, "dtype": torch.quint8},
+        {"x": ties, "scale": 0.25, "zero_point": 128, "dtype": torch.quint8},
+        {"x": ties, "scale": 0.25, "zero_point": 0, "dtype": torch.qint8},
+        {"x": -torch.rand(30) * 5 - 0.5, "scale": 0.02, "zero_point": 255, "dtype": torch.quint8},
+        {"x": torch.randn(3, 7) * 1e3, "scale": 0.5, "zero_point": -128, "dtype": torch.qint8},
+    ]
+
+
+def _quant_run(fn, inputs: dict) -> Any:
+    return fn(inputs["x"].clone(), inputs["scale"], inputs["zero_point"], inputs["dtype"])
+
+
+def _quant_reference(inputs: dict) -> torch.Tensor:
+    q = _quietly(
+        torch.quantize_per_tensor, inputs["x"], inputs["scale"], inputs["zero_point"], inputs["dtype"]
+    )
+    return q.int_repr()
+
+
+def _quant_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
+    try:
+        compare_levels(got, expected, "quantize(x)", "torch.quantize_per_tensor(...).int_repr()")
+    except AssertionError as err:
+        lo, hi = _int_range(inputs["dtype"])
+        raise AssertionError(
+            f"{err}\n  (scale={inputs['scale']:.6g}, zero_point={inputs['zero_point']}, {inputs['dtype']}: "
+            f"q = clamp(round(x / scale) + zero_point, {lo}, {hi}); torch.round rounds halves to even)"
+        ) from None
+
+
+def _deq_case(seed: int) -> dict:
+    case = _quant_case(seed)
+    case["q"] = _quant_reference(case)
+    return case
+
+
+def _deq_edge_cases() -> list[dict]:
+    out = []
+    for case in _quant_edge_cases():
+        case["q"] = _quant_reference(case)
+        out.append(case)
+    return out
+
+
+def _deq_run(fn, inputs: dict) -> Any:
+    return fn(inputs["q"].clone(), inputs["scale"], inputs["zero_point"])
+
+
+def _deq_reference(inputs: dict) -> torch.Tensor:
+    q = _quietly(
+        torch.quantize_per_tensor, inputs["x"], inputs["scale"], inputs["zero_point"], inputs["dtype"]
+    )
+    return q.dequantize()
+
+
+def _deq_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
+    if isinstance(got, torch.Tensor) and not got.is_floating_point():
+        raise AssertionError(
+            f"dequantize returned a {got.dtype} tensor; x̂ = (q - zero_point) · scale is float32."
+        )
+    try:
+        assert_same(got, expected, inputs, path="dequantize(q)")
+    except AssertionError as err:
+        raise AssertionError(
+            f"{err}\n  q is {inputs['q'].dtype}: convert it to float (or int32) *before* subtracting "
+            f"zero_point={inputs['zero_point']}, or uint8 arithmetic wraps around."
+        ) from None
+
+
+# --- 5.4 quantize_per_channel -----------------------------------------------------------------------
+
+
+def _pc_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    dtype = _DTYPES[(seed + 1) % 2]
+    shape, axis = [((8, 3, 3, 3), 0), ((6, 10), 0), ((6, 10), 1), ((4, 5, 2, 2), 1)][seed % 4]
+    c = shape[axis]
+    lo, hi = _int_range(dtype)
+    scales = (torch.rand(c, generator=g, dtype=torch.float64) * 0.05 + 0.002).double()
+    zps = torch.randint(lo, hi + 1, (c,), generator=g, dtype=torch.int64)
+    x = torch.randn(shape, generator=g) * 2
+    return {"x": x, "scales": scales, "zero_points": zps, "axis": axis, "dtype": dtype}
+
+
+def _pc_edge_cases() -> list[dict]:
+    zeros = _pc_case(0)
+    zeros["x"] = torch.zeros_like(zeros["x"])
+    ties = _pc_case(1)
+    ties["scales"] = torch.full_like(ties["scales"], 0.25)
+    ties["x"] = (torch.randint(-60, 60, ties["x"].shape).float() + 0.5) * 0.25
+    wide = _pc_case(2)
+    wide["scales"][0] = 1e-4  # channel 0 clips almost everywhere
+    return [zeros, ties, wide]
+
+
+def _pc_run(fn, inputs: dict) -> Any:
+    return fn(
+        inputs["x"].clone(),
+        inputs["scales"].clone(),
+        inputs["zero_points"].clone(),
+        inputs["axis"],
+        inputs["dtype"],
+    )
+
+
+def _pc_reference(inputs: dict) -> torch.Tensor:
+    q = _quietly(
+        torch.quantize_per_channel,
+        inputs["x"],
+        inputs["scales"],
+        inputs["zero_points"],
+        inputs["axis"],
+        inputs["dtype"],
+    )
+    return q.int_repr()
+
+
+def _pc_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
+    try:
+        compare_levels(got, expected, "quantize_per_channel(x)", "torch.quantize_per_channel(...).int_repr()")
+    except AssertionError as err:
+        shape = [1] * inputs["x"].dim()
+        shape[inputs["axis"]] = -1
+        raise AssertionError(
+            f"{err}\n  x has shape {tuple(inputs['x'].shape)} and axis={inputs['axis']}: channel c uses "
+            f"scales[c] and zero_points[c]; reshape them to {shape} so they broadcast along axis."
+        ) from None
+
+
+# --- 5.5 MyMinMaxObserver -----------------------------------------------------------------------------
+
+
+def _obs_case(seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    batches = [torch.randn(4, 1, 6, 6, generator=g) * (1 + i) + 0.3 * seed for i in range(3)]
+    return {
+        "batches": batches,
+        "dtype": _DTYPES[seed % 2],
+        "qscheme": _SCHEMES[(seed // 2) % 2],
+        # MinMaxObserver refuses reduce_range for symmetric quint8
+        "reduce_range": seed % 3 == 2 and not (seed % 2 == 0 and (seed // 2) % 2 == 1),
+        "model_seed": seed,
+        "x_test": torch.randn(2, 1, 6, 6, generator=g),
+    }
+
+
+def _obs_edge_cases() -> list[dict]:
+    zeros = _obs_case(10)
+    zeros["batches"] = [torch.zeros(4, 1, 6, 6)] * 2
+    negative = _obs_case(11)
+    negative["batches"] = [-(b.abs() + 0.1) for b in negative["batches"]]
+    return [zeros, negative]
+
+
+def _tiny_model(seed: int) -> nn.Module:
+    from torch.ao.quantization import DeQuantStub, QuantStub
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        QuantStub(),
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 3),
+        DeQuantStub(),
+    ).eval()
+
+
+def _obs_recipe(cls: Any, inputs: dict) -> dict:
+    import torch.ao.quantization as tq
+
+    out: dict[str, Any] = {}
+    obs = cls(dtype=inputs["dtype"], qscheme=inputs["qscheme"], reduce_range=inputs["reduce_range"])
+    for b in inputs["batches"]:
+        y = obs(b)
+        if not (isinstance(y, torch.Tensor) and torch.equal(y, b)):
+            out["forward returns its input"] = False
+    out.setdefault("forward returns its input", True)
+    out["min_val"] = float(obs.min_val)
+    out["max_val"] = float(obs.max_val)
+    scale, zp = obs.calculate_qparams()
+    out["scale"] = float(torch.as_tensor(scale).flatten()[0])
+    out["zero_point"] = int(torch.as_tensor(zp).flatten()[0])
+
+    # inside a QConfig: prepare → calibrate → convert a tiny model (activations are quint8 affine)
+    model = _tiny_model(inputs["model_seed"])
+    if not hasattr(cls, "with_args"):
+        out["in a QConfig"] = "no with_args: subclass torch.ao.quantization.ObserverBase"
+        return out
+    model.qconfig = tq.QConfig(
+        activation=cls.with_args(dtype=torch.quint8, reduce_range=inputs["reduce_range"]),
+        weight=tq.default_per_channel_weight_observer,
+    )
+    prepared = _quietly(tq.prepare, model)
+    for b in inputs["batches"]:
+        prepared(b)
+    converted = _safe(lambda: _quietly(tq.convert, prepared))
+    if isinstance(converted, str):
+        out["in a QConfig"] = converted
+        return out
+    out["in a QConfig"] = {
+        "activation scales": [float(converted[i].scale) for i in (0, 1, 4)],
+        "activation zero points": [int(converted[i].zero_point) for i in (0, 1, 4)],
+        "output": converted(inputs["x_test"]).detach(),
+    }
+    return out
+
+
+def _obs_run(cls, inputs: dict) -> dict:
+    return _obs_recipe(cls, inputs)
+
+
+def _obs_reference(inputs: dict) -> dict:
+    return _quietly(_obs_recipe, torch.ao.quantization.MinMaxObserver, inputs)
+
+
+def _obs_compare(got: Any, expected: dict, inputs: dict) -> None:
+    setting = f"({inputs['dtype']}, {inputs['qscheme']}, reduce_range={inputs['reduce_range']})"
+    if not got.get("forward returns its input", False):
+        raise AssertionError("forward(x) must return x unchanged: an observer only watches.")
+    for key in ("min_val", "max_val"):
+        if abs(got[key] - expected[key]) > 1e-6 * max(1.0, abs(expected[key])):
+            raise AssertionError(
+                f"after {len(inputs['batches'])} batches {key} = {got[key]:.6g} but MinMaxObserver has "
+                f"{expected[key]:.6g}: keep the running {key[:3]} over *all* batches seen."
+            )
+    try:
+        assert_same(
+            {"scale": got["scale"], "zero_point": got["zero_point"]},
+            {"scale": expected["scale"], "zero_point": expected["zero_point"]},
+            inputs,
+            path=f"calculate_qparams() {setting}",
+        )
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n  (your calc_qparams from 5.1 computes exactly this)") from None
+    if isinstance(got["in a QConfig"], str):
+        raise AssertionError(f"inside a QConfig, prepare/convert failed: {got['in a QConfig']}")
+    assert_same(got["in a QConfig"], expected["in a QConfig"], inputs, path="converted model")
+
+
+# --- 5.6 quantize_course_cnn -------------------------------------------------------------------------
+
+
+def _ptq_case(seed: int) -> dict:
+    from ..data import load_digits_dataset
+    from ..training import pretrained
+
+    model = pretrained("course_cnn_quant", progress=False)
+    splits = load_digits_dataset()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(splits.train), generator=g)[:256]
+    xs = torch.stack([splits.train[int(i)][0] for i in idx])
+    test_x = torch.stack([x for x, _ in splits.test])
+    test_y = torch.stack([y for _, y in splits.test])
+    return {"state": model.state_dict(), "calib": xs, "test_x": test_x, "test_y": test_y}
+
+
+def _ptq_model(inputs: dict) -> nn.Module:
+    from ..models import CourseCNN
+
+    model = CourseCNN(quant_stubs=True)
+    model.load_state_dict(inputs["state"])
+    return model.eval()
+
+
+def _ptq_loader(inputs: dict) -> torch.utils.data.DataLoader:
+    ds = torch.utils.data.TensorDataset(inputs["calib"], torch.zeros(len(inputs["calib"]), dtype=torch.long))
+    return torch.utils.data.DataLoader(ds, batch_size=64)
+
+
+def _ptq_summary(model: Any, inputs: dict) -> dict:
+    from ..metrics import model_size_bytes
+
+    if not isinstance(model, nn.Module):
+        return {"returned": type(model).__name__}
+    float_layers = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
+    bns = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    quantized = sorted(
+        {type(m).__name__ for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")}
+    )
+    with torch.no_grad():
+        pred = _safe(lambda: model(inputs["test_x"]).argmax(1))
+    acc = pred if isinstance(pred, str) else float((pred == inputs["test_y"]).float().mean())
+    return {
+        "float Conv2d/Linear left": float_layers,
+        "BatchNorm left": bns,
+        "quantized module types": quantized,
+        "accuracy": acc,
+        "size_bytes": model_size_bytes(model),
+    }
+
+
+def _ptq_run(fn, inputs: dict) -> dict:
+    return _ptq_summary(fn(_ptq_model(inputs), _ptq_loader(inputs)), inputs)
+
+
+def _ptq_reference(inputs: dict) -> dict:
+    from ..metrics import model_size_bytes
+    from ..quantization import static_ptq
+
+    fp32 = _ptq_model(inputs)
+    with torch.no_grad():
+        fp32_acc = float((fp32(inputs["test_x"]).argmax(1) == inputs["test_y"]).float().mean())
+    out = _quietly(lambda: _ptq_summary(static_ptq(fp32, _ptq_loader(inputs)), inputs))
+    out["fp32 accuracy"] = fp32_acc
+    out["fp32 size_bytes"] = model_size_bytes(fp32)
+    return out
+
+
+def _ptq_compare(got: Any, expected: dict, inputs: dict) -> None:
+    if "returned" in got:
+        raise AssertionError(f"return the quantized model (an nn.Module), not {got['returned']}.")
+    if isinstance(got["accuracy"], str):
+        raise AssertionError(
+            f"the returned model fails on test images: {got['accuracy']}\n  Did you prepare → "
+            "calibrate → convert, with model.qconfig set before prepare?"
+        )
+    if got["float Conv2d/Linear left"]:
+        raise AssertionError(
+            f"these layers are still float: {got['float Conv2d/Linear left']}. Set model.qconfig "
+            "(e.g. torch.ao.quantization.get_default_qconfig('x86')) before prepare, and convert after calibrating."
+        )
+    if got["BatchNorm left"]:
+        raise AssertionError(
+            f"BatchNorm layers are left: {got['BatchNorm left']}. Fuse Conv-BN-ReLU (and Linear-ReLU) "
+            "with fuse_modules in eval mode before prepare, so BN folds into the conv."
+        )
+    ratio = expected["fp32 size_bytes"] / got["size_bytes"]
+    if ratio < 3.0:
+        raise AssertionError(
+            f"the quantized state_dict is only {ratio:.2f}× smaller than fp32 (static_ptq reaches "
+            f"{expected['fp32 size_bytes'] / expected['size_bytes']:.2f}×): are all weights int8?"
+        )
+    if got["accuracy"] < expected["fp32 accuracy"] - 0.01:
+        raise AssertionError(
+            f"test accuracy {100 * got['accuracy']:.2f}% is more than 1 point below fp32 "
+            f"({100 * expected['fp32 accuracy']:.2f}%; the reference PTQ gets {100 * expected['accuracy']:.2f}%). "
+            "Calibrate on every batch of calib_loader in eval mode, with torch.backends.quantized.engine "
+            "matching the qconfig's backend."
+        )
+
+
+EXERCISES = [
+    Exercise(
+        id="5.1",
+        title="calc_qparams(min_val, max_val, dtype, qscheme)",
+        target="calc_qparams",
+        points=2,
+        make_case=_qparams_case,
+        run=_qparams_run,
+        reference=_qparams_reference,
+        compare=_qparams_compare,
+        edge_cases=_qparams_edge_cases,
+        public_seeds=(0, 1, 2, 3),
+        hint="include 0 in the range; quint8 is 0..255, qint8 -128..127 (halved with reduce_range); "
+        "compute in float32 like the observer.",
+    ),
+    Exercise(
+        id="5.2",
+        title="quantize(x, scale, zero_point, dtype)",
+        target="quantize",
+        points=1,
+        make_case=_quant_case,
+        run=_quant_run,
+        reference=_quant_reference,
+        compare=_quant_compare,
+        edge_cases=_quant_edge_cases,
+        hint="torch.clamp(torch.round(x / scale) + zero_point, qmin, qmax).to(torch.uint8 or torch.int8).",
+    ),
+    Exercise(
+        id="5.3",
+        title="dequantize(q, scale, zero_point)",
+        target="dequantize",
+        points=1,
+        make_case=_deq_case,
+        run=_deq_run,
+        reference=_deq_reference,
+        compare=_deq_compare,
+        edge_cases=_deq_edge_cases,
+        hint="(q.float() - zero_point) * scale — convert before subtracting.",
+    ),
+    Exercise(
+        id="5.4",
+        title="quantize_per_channel(x, scales, zero_points, axis, dtype)",
+        target="quantize_per_channel",
+        points=2,
+        make_case=_pc_case,
+        run=_pc_run,
+        reference=_pc_reference,
+        compare=_pc_compare,
+        edge_cases=_pc_edge_cases,
+        public_seeds=(0, 1, 2, 3),
+        hint="reshape scales and zero_points to broadcast along `axis`, then quantize as in 5.2.",
+    ),
+    Exercise(
+        id="5.5",
+        title="MyMinMaxObserver",
+        target="MyMinMaxObserver",
+        points=3,
+        make_case=_obs_case,
+        run=_obs_run,
+        reference=_obs_reference,
+        compare=_obs_compare,
+        edge_cases=_obs_edge_cases,
+        public_seeds=(0, 1, 2, 3),
+        hint="subclass torch.ao.quantization.ObserverBase; keep min_val/max_val buffers updated in "
+        "forward (return x); calculate_qparams() returns (scale, zero_point) tensors of shape [1].",
+    ),
+    Exercise(
+        id="5.6",
+        title="quantize_course_cnn(model, calib_loader)",
+        target="quantize_course_cnn",
+        points=3,
+        make_case=_ptq_case,
+        run=_ptq_run,
+        reference=_ptq_reference,
+        compare=_ptq_compare,
+        hidden_seeds=(1000,),
+        hint="copy.deepcopy(model).eval() → fuse_modules → qconfig → prepare → run calib_loader → convert.",
+    ),
+]
