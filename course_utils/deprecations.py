@@ -15,7 +15,13 @@ import re
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["KNOWN_MESSAGES", "KnownMessage", "filter_known_deprecations", "show_known_deprecations"]
+__all__ = [
+    "KNOWN_MESSAGES",
+    "KnownMessage",
+    "Messages",
+    "filter_known_deprecations",
+    "show_known_deprecations",
+]
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,21 @@ class _MessageFilter(logging.Filter):
 _LOG_FILTERS: dict[str, _MessageFilter] = {}
 
 
+class Messages(list[str]):
+    """A plain ``list[str]`` whose repr is a one-line summary, so that a lesson cell ending in
+    ``filter_known_deprecations()`` does not echo every pattern again after the printed list."""
+
+    def __init__(self, items: list[str], summary: str) -> None:
+        super().__init__(items)
+        self.summary = summary
+
+    def __repr__(self) -> str:
+        return self.summary
+
+    def _repr_pretty_(self, p: object, cycle: bool) -> None:
+        p.text(self.summary)  # type: ignore[attr-defined]
+
+
 def _installed(known: KnownMessage) -> bool:
     if known.logger is not None:
         f = _LOG_FILTERS.get(known.logger)
@@ -117,7 +138,9 @@ def filter_known_deprecations(verbose: bool = True) -> list[str]:
         print(f"Filtering {len(newly)} known message(s) by text (all other warnings still show):")
         for known in newly:
             print(f"  - {known.what}")
-    return [k.pattern for k in KNOWN_MESSAGES]
+    return Messages(
+        [k.pattern for k in KNOWN_MESSAGES], f"<{len(KNOWN_MESSAGES)} known messages filtered by text>"
+    )
 
 
 def show_known_deprecations(verbose: bool = True) -> list[str]:
@@ -147,4 +170,4 @@ def show_known_deprecations(verbose: bool = True) -> list[str]:
         print(f"One eager prepare + convert raised {len(messages)} distinct warning(s):")
         for m in messages:
             print("  " + re.sub(r"\s+", " ", m).strip())
-    return messages
+    return Messages(messages, f"<{len(messages)} distinct warning(s) from one eager prepare + convert>")

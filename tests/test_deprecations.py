@@ -117,3 +117,12 @@ def test_real_torch_warnings_in_a_fresh_process():
     )
     assert filtered.stdout.splitlines() == ["DeprecationWarning an unrelated API is deprecated"]
     assert "is an Enum subclass" not in filtered.stderr
+
+
+def test_return_values_are_lists_with_a_one_line_repr():
+    """A lesson cell ending in the call shows one summary line, not every pattern again."""
+    patterns = D.filter_known_deprecations(verbose=False)
+    assert isinstance(patterns, list) and list(patterns) == [k.pattern for k in D.KNOWN_MESSAGES]
+    assert repr(patterns) == f"<{len(D.KNOWN_MESSAGES)} known messages filtered by text>"
+    shown = D.show_known_deprecations(verbose=False)
+    assert repr(shown) == f"<{len(shown)} distinct warning(s) from one eager prepare + convert>"
