@@ -441,6 +441,12 @@ def _ptq_case(seed: int) -> dict:
     return {"state": model.state_dict(), "calib": xs, "test_x": test_x, "test_y": test_y}
 
 
+def _ptq_edge_cases() -> list[dict]:
+    small = _ptq_case(7)
+    small["calib"] = small["calib"][:32]  # one small calibration batch
+    return [small]
+
+
 def _ptq_model(inputs: dict) -> nn.Module:
     from ..models import CourseCNN
 
@@ -601,6 +607,7 @@ EXERCISES = [
         run=_ptq_run,
         reference=_ptq_reference,
         compare=_ptq_compare,
+        edge_cases=_ptq_edge_cases,
         hidden_seeds=(1000,),
         hint="copy.deepcopy(model).eval() → fuse_modules → qconfig → prepare → run calib_loader → convert.",
     ),
