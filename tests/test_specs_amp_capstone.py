@@ -199,3 +199,82 @@ def test_amp_step_calling_optimizer_step_directly_fails() -> None:
 
 def test_amp_step_returning_scaled_loss_fails() -> None:
     fails_with("7.2", _step(scaled=True), "*scaled* loss")
+
+
+# --- 8.1 distillation_loss ----------------------------------------------------------------------
+
+
+def test_reference_distillation_loss_passes_all_cases(ch08: dict[str, Any]) -> None:
+    assert run_all("8.1", ch08["distillation_loss"]) >= 3 + 4 + 3
+
+
+def test_library_distillation_loss_matches_the_spec() -> None:
+    from course_utils.distillation import distillation_loss
+
+    run_all("8.1", distillation_loss)
+
+
+def _kd(t2: bool = True, swap: bool = False, reduction: str = "batchmean", swap_alpha: bool = False):
+    def distillation_loss(s, t, y, T, alpha):
+        a, b = (s, t) if not swap else (t, s)
+        kl = F.kl_div(F.log_softmax(a / T, -1), F.softmax(b / T, -1), reduction=reduction)
+        w = 1 - alpha if swap_alpha else alpha
+        return w * (T * T if t2 else 1) * kl + (1 - w) * F.cross_entropy(s, y)
+
+    return distillation_loss
+
+
+@pytest.mark.parametrize(
+    "wrong,fragment",
+    [
+        (_kd(t2=False), "T² factor is missing"),
+        (_kd(swap=True), "KL direction is reversed"),
+        (_kd(reduction="mean"), 'reduction="mean"'),
+        (_kd(reduction="sum"), 'reduction="sum"'),
+        (_kd(swap_alpha=True), "alpha weights the wrong term"),
+    ],
+)
+def test_wrong_distillation_losses_are_diagnosed(wrong, fragment: str) -> None:
+    fails_with("8.1", wrong, fragment)
+
+
+def test_detached_distillation_loss_is_rejected(ch08: dict[str, Any]) -> None:
+    from course_utils.checks import CheckFailed, check
+
+    def detached(s, t, y, T, alpha):
+        return ch08["distillation_loss"](s, t, y, T, alpha).detach()
+
+    with pytest.raises(CheckFailed, match="no gradient"):
+        check("8.1", detached)
+
+
+def test_distill_trains_a_student_towards_the_teacher() -> None:
+    from course_utils.distillation import distill, soft_targets
+
+    torch.manual_seed(0)
+    x = torch.randn(128, 6)
+    teacher = nn.Sequential(nn.Linear(6, 4))
+    y = teacher(x).argmax(1)
+    loaders = {"train": [(x[i : i + 32], y[i : i + 32]) for i in range(0, 128, 32)], "val": [(x, y)]}
+    student = nn.Sequential(nn.Linear(6, 4))
+    with torch.no_grad():
+        before = F.kl_div(F.log_softmax(student(x), -1), soft_targets(teacher(x), 1.0), reduction="batchmean")
+    hist = distill(student, teacher, loaders, epochs=15, T=2.0, alpha=0.9, lr=0.05, progress=False)
+    with torch.no_grad():
+        after = F.kl_div(F.log_softmax(student(x), -1), soft_targets(teacher(x), 1.0), reduction="batchmean")
+    assert after < 0.5 * before
+    assert hist.train_loss[-1] < hist.train_loss[0] and len(hist.val_accuracy) == 15
+    assert not student.training
+    assert all(p.requires_grad for p in teacher.parameters()), "distill must not modify the caller's teacher"
+
+
+def test_distillation_loss_rejects_bad_arguments() -> None:
+    from course_utils.distillation import distillation_loss, soft_targets
+
+    s, y = torch.randn(4, 3), torch.zeros(4).long()
+    with pytest.raises(ValueError, match="alpha"):
+        distillation_loss(s, s, y, 2.0, 1.5)
+    with pytest.raises(ValueError, match="same shape"):
+        distillation_loss(s, torch.randn(4, 5), y, 2.0, 0.5)
+    with pytest.raises(ValueError, match="T must be > 0"):
+        soft_targets(s, 0.0)

@@ -7,6 +7,7 @@ with ``F.kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean")``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -53,10 +54,10 @@ def _kd_run(fn, inputs: dict) -> dict:
 def _formula(
     s, t, y, T, alpha, *, t2=True, swap=False, reduction="batchmean", swap_alpha=False
 ) -> torch.Tensor:
-    if swap:  # KL(student ‖ teacher)
-        kl = F.kl_div(F.log_softmax(t / T, -1), F.softmax(s / T, -1), reduction=reduction)
-    else:
-        kl = F.kl_div(F.log_softmax(s / T, -1), F.softmax(t / T, -1), reduction=reduction)
+    a, b = (t, s) if swap else (s, t)  # swap: KL(student ‖ teacher), a known mistake
+    with warnings.catch_warnings():  # the "mean" variant is a diagnosed mistake, not a lesson
+        warnings.filterwarnings("ignore", message="reduction: 'mean' divides")
+        kl = F.kl_div(F.log_softmax(a / T, -1), F.softmax(b / T, -1), reduction=reduction)
     a = 1 - alpha if swap_alpha else alpha
     return a * (T * T if t2 else 1.0) * kl + (1 - a) * F.cross_entropy(s, y)
 
