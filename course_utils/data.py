@@ -8,6 +8,7 @@ with a network.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,19 +131,32 @@ def load_torchvision_dataset(
     try:
         full_train = cls(root=str(root), train=True, download=download, transform=tf)
         test = cls(root=str(root), train=False, download=download, transform=tf)
-    except (RuntimeError, OSError) as err:  # missing files, or no network while downloading
-        hint = (
-            "the download failed (no network?)" if download else "the files are not there and download=False"
-        )
-        raise DatasetError(
-            f"Could not load {cls_name} from {Path(root).resolve()}: {hint}.\n"
-            f"  Fix: on a machine with a network call load_torchvision_dataset({key!r}, "
-            f"root={str(root)!r}, download=True), or copy the {cls_name} files into that folder.\n"
-            "  Offline, use load_digits_dataset(), which needs no download.\n"
-            f"  (torchvision said: {err})"
-        ) from err
+    except (RuntimeError, OSError, AssertionError, ValueError, EOFError, pickle.UnpicklingError) as err:
+        raise _load_error(err, cls_name, key, root, download) from err
     n_val = int(round(val_fraction * len(full_train)))
     perm = torch.randperm(len(full_train), generator=torch.Generator().manual_seed(seed)).tolist()
     val = torch.utils.data.Subset(full_train, perm[:n_val])
     train = torch.utils.data.Subset(full_train, perm[n_val:])
     return Splits(train=train, val=val, test=test, num_classes=10, input_shape=shape)
+
+
+def _load_error(err: Exception, cls_name: str, key: str, root: str | Path, download: bool) -> DatasetError:
+    """One clear message for a failed torchvision load: files missing, download failed, or corrupted."""
+    text = str(err)
+    missing = isinstance(err, OSError) or any(s in text for s in ("not found", "Error downloading"))
+    where = Path(root).resolve()
+    if not missing:  # the files are there but unreadable: truncated download or foreign files
+        return DatasetError(
+            f"The {cls_name} files under {where} are corrupted or not in the expected format.\n"
+            f"  Fix: delete them and call load_torchvision_dataset({key!r}, root={str(root)!r}, download=True) "
+            "on a machine with a network.\n"
+            f"  (torchvision said: {type(err).__name__}: {text})"
+        )
+    hint = "the download failed (no network?)" if download else "the files are not there and download=False"
+    return DatasetError(
+        f"Could not load {cls_name} from {where}: {hint}.\n"
+        f"  Fix: on a machine with a network call load_torchvision_dataset({key!r}, "
+        f"root={str(root)!r}, download=True), or copy the {cls_name} files into that folder.\n"
+        "  Offline, use load_digits_dataset(), which needs no download.\n"
+        f"  (torchvision said: {text})"
+    )

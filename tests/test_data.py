@@ -188,3 +188,13 @@ def test_unknown_dataset_name():
         "Unknown dataset 'imagenet'. Choose one of: mnist, fashion_mnist, cifar10 "
         "(or use load_digits_dataset() for the offline default)."
     )
+
+
+def test_corrupted_files_are_one_clear_error(tmp_path):
+    _fake_mnist(tmp_path, "MNIST")
+    raw = tmp_path / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    raw.write_bytes(raw.read_bytes()[:100])  # truncated download
+    with pytest.raises(DatasetError) as err:
+        load_torchvision_dataset("mnist", root=tmp_path)
+    assert "are corrupted or not in the expected format" in str(err.value)
+    assert "download=True" in str(err.value)
