@@ -5,7 +5,8 @@ pruning masks) and is *effective*:
 
 * a pruned-but-not-removed module (``torch.nn.utils.prune``) holds ``weight_orig`` and the
   buffer ``weight_mask``; it is counted as the tensor the forward pass uses,
-  ``weight_orig * weight_mask``;
+  ``weight_orig * weight_mask``; likewise a ``torch.nn.utils.parametrize``-d weight counts as
+  the computed ``module.weight``, not its ``original``;
 * eager-quantized modules (``torch.ao.nn.quantized.Conv2d`` / ``Linear``, dynamic ``Linear``)
   keep packed weights and have no ``parameters()``; they are counted through ``weight()`` and
   ``bias()`` (a quantized entry is zero when its dequantized value is zero);
@@ -21,6 +22,7 @@ from html import escape
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 __all__ = [
     "sparsity",
@@ -51,6 +53,10 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 def _module_tensors(module: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """The effective parameter tensors held directly by ``module`` (not its children)."""
     seen: set[str] = set()
+    if parametrize.is_parametrized(module):  # e.g. a mask registered with register_parametrization
+        for pname in module.parametrizations:
+            seen.add(pname)
+            yield pname, getattr(module, pname).detach()
     for pname, p in module.named_parameters(recurse=False):
         if pname.endswith("_orig"):
             base = pname[: -len("_orig")]
@@ -84,6 +90,8 @@ def effective_parameters(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]
     seen: set[int] = set()
     alive: list[torch.Tensor] = []  # keep computed tensors alive so that their id() is not reused
     for mname, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList) or ".parametrizations." in f".{mname}.":
+            continue  # `original` tensors: counted through the parametrized module above
         for pname, t in _module_tensors(module):
             if id(t) in seen:  # a parameter shared between modules (tied weights)
                 continue

@@ -304,3 +304,25 @@ def test_compare_bad_input():
     table = M.compare({"a": nn.Linear(2, 2)}, None, torch.randn(1, 2), latency=False)
     with pytest.raises(KeyError, match="No model 'zzz' in the table; have: a."):
         table["zzz"]
+
+
+class _Mask(nn.Module):
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w * self.mask
+
+
+def test_parametrized_mask_counts_the_computed_weight():
+    from torch.nn.utils import parametrize
+
+    lin = nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    parametrize.register_parametrization(lin, "weight", _Mask(torch.tensor([[1.0, 0, 0, 1], [0, 0, 0, 1]])))
+    model = nn.Sequential(lin)
+    assert M.count_parameters(model) == 8  # `original` is not counted a second time
+    assert M.count_nonzero_parameters(model) == 3
+    assert M.layer_sparsity(model) == {"0": 5 / 8}
