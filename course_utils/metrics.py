@@ -370,6 +370,7 @@ def compare(
     threads: int = 1,
     min_run_time: float = 0.5,
     latency: bool = True,
+    progress: bool = True,
 ) -> ComparisonTable:
     """Measure each model (accuracy on ``loader``, counts, size, FLOPs, latency) side by side.
 
@@ -377,6 +378,8 @@ def compare(
     latency, with the first model as baseline unless ``baseline`` names another. Pass
     ``loader=None`` to skip accuracy and ``latency=False`` to skip timing.
     """
+    from tqdm.auto import tqdm
+
     from .training import evaluate
 
     if not models:
@@ -386,7 +389,9 @@ def compare(
     if baseline not in models:
         raise ValueError(f"baseline {baseline!r} is not one of the models: {', '.join(names)}.")
     measured = {}
-    for name, model in models.items():
+    for name, model in tqdm(
+        models.items(), desc="compare", total=len(models), disable=not progress, leave=False
+    ):
         measured[name] = dict(
             accuracy=None if loader is None else evaluate(model, loader),
             params=count_parameters(model),
