@@ -1,0 +1,54 @@
+"""The grader at scale: a process pool that survives a killed worker, and Dask distributed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fixtures.grading_subs import SPEC, notebook, write_submissions
+
+from course_utils.grading.cli import main as grade
+
+KILLER = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)  # kills the grading worker itself"
+
+
+def _statuses(out, student):
+    res = json.loads((out / student / "results.json").read_text())
+    return {t["number"]: t["status"] for t in res["tests"]}, res
+
+
+def test_a_student_killing_the_grading_process_does_not_stop_the_batch(tmp_path):
+    sub = tmp_path / "subs"
+    write_submissions(sub, ["good"])
+    (sub / "killer.ipynb").write_text(__import__("nbformat").writes(notebook(setup=KILLER)))
+    out = tmp_path / "out"
+    assert grade([str(SPEC), str(sub), "--out", str(out), "--jobs", "2", "--timeout", "8", "--quiet"]) == 0
+    good, _ = _statuses(out, "good")
+    assert set(good.values()) == {"passed"}
+    killer, res = _statuses(out, "killer")
+    assert set(killer.values()) == {"crashed"} and res["score"] == 0
+    assert "killed" in res["tests"][0]["output"]
+
+
+def test_dask_local_cluster_gives_the_same_grades(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    names = ["good", "wrong", "crash_top"]
+    sub = tmp_path / "subs"
+    expected = write_submissions(sub, names)
+    out = tmp_path / "out"
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        args = [str(SPEC), str(sub), "--out", str(out), "--scheduler", cluster.scheduler_address]
+        assert grade([*args, "--timeout", "8", "--quiet"]) == 0
+    for s in names:
+        assert _statuses(out, s)[0] == expected[s]
+    rows = (out / "grades.csv").read_text().splitlines()
+    assert rows[1:] == ["crash_top,3,5,1,2,0", "good,5,5,1,2,2", "wrong,4,5,0,2,2"]
+
+
+def test_unreachable_scheduler_is_instructor_misuse(tmp_path, capsys):
+    sub = tmp_path / "subs"
+    write_submissions(sub, ["empty"])
+    rc = grade([str(SPEC), str(sub), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9"])
+    assert rc == 2 and "cannot connect to the Dask scheduler" in capsys.readouterr().err
