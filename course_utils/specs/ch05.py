@@ -318,7 +318,8 @@ def _pc_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
 
 def _obs_case(seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    batches = [torch.randn(4, 1, 6, 6, generator=g) * (1 + i) + 0.3 * seed for i in range(3)]
+    # the widest batch first, so that an observer remembering only the last batch is caught
+    batches = [torch.randn(4, 1, 6, 6, generator=g) * (3 - i) + 0.3 * seed for i in range(3)]
     return {
         "batches": batches,
         "dtype": _DTYPES[seed % 2],
@@ -502,15 +503,15 @@ def _ptq_reference(inputs: dict) -> dict:
 def _ptq_compare(got: Any, expected: dict, inputs: dict) -> None:
     if "returned" in got:
         raise AssertionError(f"return the quantized model (an nn.Module), not {got['returned']}.")
-    if isinstance(got["accuracy"], str):
-        raise AssertionError(
-            f"the returned model fails on test images: {got['accuracy']}\n  Did you prepare → "
-            "calibrate → convert, with model.qconfig set before prepare?"
-        )
     if got["float Conv2d/Linear left"]:
         raise AssertionError(
             f"these layers are still float: {got['float Conv2d/Linear left']}. Set model.qconfig "
             "(e.g. torch.ao.quantization.get_default_qconfig('x86')) before prepare, and convert after calibrating."
+        )
+    if isinstance(got["accuracy"], str):
+        raise AssertionError(
+            f"the returned model fails on test images: {got['accuracy']}\n  Did you prepare → "
+            "calibrate → convert, with model.qconfig set before prepare?"
         )
     if got["BatchNorm left"]:
         raise AssertionError(
