@@ -17,6 +17,7 @@ headless. Without ipywidgets they show a static plot (a sweep over the same sett
 from __future__ import annotations
 
 import copy
+import html
 import io
 import math
 import sys
@@ -235,7 +236,6 @@ class Explorer:
     state: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
-    _compute: Callable[..., dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def interactive(self) -> bool:
@@ -288,11 +288,17 @@ def _build(
     controls = make_controls(widgets)
     label = widgets.HTML()
     images: dict[str, Any] = {}
-    exp = Explorer(title=title, controls=controls, accuracy_label=label, images=images, _compute=compute)
+    exp = Explorer(title=title, controls=controls, accuracy_label=label, images=images)
 
     def update(_change: Any = None) -> None:
-        exp.state = compute(**{k: c.value for k, c in controls.items()})
-        text, figs = render(exp.state)
+        try:
+            exp.state = compute(**{k: c.value for k, c in controls.items()})
+            text, figs = render(exp.state)
+        except Exception as err:  # an observer's exception would vanish into the browser console
+            label.value = f"<span style='color:#b00020'>{html.escape(f'{type(err).__name__}: {err}')}</span>"
+            if _change is None:
+                raise
+            return
         label.value = text
         exp.figures = figs
         for name, fig in figs.items():

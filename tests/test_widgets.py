@@ -186,3 +186,14 @@ def test_explorers_fall_back_to_a_static_plot_without_ipywidgets(model, loader, 
         html = exp._repr_mimebundle_()["text/html"]
         assert html.count("data:image/png;base64,") == 2
     assert capsys.readouterr().out.count("ipywidgets is not available") == 2
+
+
+def test_an_error_while_updating_shows_in_the_label(model, loader, monkeypatch) -> None:
+    exp = W.pruning_explorer(model, loader)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("out of memory while pruning")
+
+    monkeypatch.setattr(W, "prune_copy", boom)
+    exp.set(sparsity=0.3)  # an observer must not raise into ipywidgets, where the error would vanish
+    assert "RuntimeError: out of memory while pruning" in exp.accuracy_label.value
