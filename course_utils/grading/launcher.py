@@ -48,7 +48,12 @@ def main(argv: list[str] | None = None) -> None:
     from ipykernel import kernelapp
 
     sys.argv = [sys.argv[0], *rest]
-    kernelapp.launch_new_instance(argv=rest)
+    app = kernelapp.IPKernelApp.instance()
+    app.initialize(rest)
+    # `exit()` in a cell would shut the kernel down *after* the cell, so the death would be
+    # blamed on a later cell: ignore it (`sys.exit()` only raises SystemExit in a cell).
+    app.shell.ask_exit = lambda: None
+    app.start()
 
 
 if __name__ == "__main__":
