@@ -305,7 +305,8 @@ EXERCISES = [
         reference=_qat_reference,
         compare=_qat_compare,
         edge_cases=_qat_edge_cases,
-        public_seeds=(0, 1, 2, 3),
+        public_seeds=(0, 2),  # each case trains twice (student + reference): keep the self-check quick
+        hidden_seeds=(1001, 1003, 1000),  # seed % 4 picks the schedule: all four appear in grading
         hint="for epoch in range(epochs): apply the freezes due at this epoch, model.train(), "
         "then a normal training loop over loader.",
     ),
