@@ -52,3 +52,30 @@ def test_unreachable_scheduler_is_instructor_misuse(tmp_path, capsys):
     write_submissions(sub, ["empty"])
     rc = grade([str(SPEC), str(sub), "--out", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9"])
     assert rc == 2 and "cannot connect to the Dask scheduler" in capsys.readouterr().err
+
+
+def test_submission_wall_clock_limit_stops_grading_with_timeout(tmp_path):
+    import time
+
+    from fixtures.grading_subs import GOOD
+
+    from course_utils.grading.results import Limits
+    from course_utils.grading.runner import grade_submission
+
+    nb = notebook({"0.3": GOOD["0.3"] + "\nimport time\ntime.sleep(120)"})
+    path = tmp_path / "slow.ipynb"
+    path.write_text(__import__("nbformat").writes(nb))
+    t0 = time.monotonic()
+    r = grade_submission(path, str(SPEC), Limits(cell_timeout=60, submission_timeout=10))
+    elapsed = time.monotonic() - t0
+    print(f"stopped after {elapsed:.1f} s (limit 10 s)")
+    assert elapsed < 60  # the 120 s sleep was cut at the submission limit, not the cell limit
+    assert [e.status for e in r.exercises] == ["timeout"] * 3
+    assert all("time limit (10 s)" in e.message for e in r.exercises)
+
+
+def test_unreadable_path_is_missing_not_a_traceback(tmp_path):
+    from course_utils.grading.runner import grade_submission
+
+    r = grade_submission(tmp_path / "gone.ipynb", str(SPEC))
+    assert r.student == "gone" and {e.status for e in r.exercises} == {"missing"}
