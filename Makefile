@@ -21,8 +21,11 @@ $(STAMP): requirements.lock pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# JupyterLab refuses to run as root (containers, CI) unless told so.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT)
 
 lint: setup
 	$(VENV)/bin/ruff check .
