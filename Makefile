@@ -38,9 +38,10 @@ format: setup
 release: setup
 	$(PY) -m course_utils release
 
+# One torch thread per pytest worker: 2 workers x 2 threads would oversubscribe 2 cores.
 test: lint
 	$(PY) -m course_utils release --check
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env \
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env \
 		tests notebooks solutions
 
 bench: setup
