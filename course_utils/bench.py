@@ -108,6 +108,23 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this OS
+        return None
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds used by this process and its finished children (kernels, the grader)."""
+    try:
+        import resource
+    except ImportError:  # not Unix
+        return time.process_time()
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores and threads this process may use, torch version, quantized engine."""
     try:
@@ -126,6 +143,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "load_average_start": _load_average(),
     }
 
 
@@ -418,6 +436,10 @@ def _plot(rows: list[ModelRow], nb_rows: list[NotebookRow], batch: int, path: Pa
     fig.savefig(path, dpi=90)
 
 
+def _fmt_load(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
 def _md_table(head: list[str], rows: Iterable[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -461,7 +483,13 @@ def render_markdown(
                     machine["platform"],
                 ]
             ],
-        ),  # fmt: skip
+        ),
+        "",
+        f"Busy-ness: 1-min load average {_fmt_load(machine.get('load_average_start'))} at the start and "
+        f"{_fmt_load(machine.get('load_average_end'))} at the end (≈ {machine['threads']} or less means this run had "
+        f"the machine to itself); the run used {machine.get('cpu_seconds', 0) / 60:.1f} CPU-minutes (with its "
+        f"kernels and grader) in {seconds / 60:.1f} wall-minutes. A load well above the thread count "
+        "inflates every latency, most of all the all-threads ones.",
         "",
         f"## Models (batch {cfg.batch}; latency = median of {cfg.rounds} interleaved rounds × "
         f"≥ {cfg.min_run_time:g} s each)",
@@ -552,7 +580,7 @@ def run(cfg: BenchConfig) -> tuple[Path, list[Target]]:
     from .data import load_digits_dataset
     from .deprecations import filter_known_deprecations
 
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), _cpu_seconds()
     filter_known_deprecations(
         verbose=False
     )  # eager torch.ao.quantization: deprecated since 2.8, works in 2.14
@@ -603,6 +631,8 @@ def run(cfg: BenchConfig) -> tuple[Path, list[Target]]:
     plot = cfg.out / "benchmarks.png"
     _plot(rows, nb_rows or [], cfg.batch, plot)
     seconds = time.perf_counter() - t_start
+    machine["load_average_end"] = _load_average()
+    machine["cpu_seconds"] = _cpu_seconds() - cpu_start
     md = render_markdown(machine, cfg, rows, checks, nb_rows, grade_rows, grading_note, seconds, plot.name)
     report = cfg.out / "benchmarks.md"
     report.write_text(md, encoding="utf-8")
@@ -635,7 +665,11 @@ def run(cfg: BenchConfig) -> tuple[Path, list[Target]]:
         print(f"grading {g.chapter}: {g.per_submission:.1f} s per submission ({g.status}; {g.scores})")
     if grade_rows is None or not grade_rows:
         print(grading_note)
-    print(f"Wrote {report}, {plot} and {cfg.out / 'benchmarks.json'} in {seconds / 60:.1f} min.")
+    print(
+        f"Wrote {report}, {plot} and {cfg.out / 'benchmarks.json'} in {seconds / 60:.1f} min "
+        f"({machine['cpu_seconds'] / 60:.1f} CPU-min; load average {_fmt_load(machine['load_average_start'])} → "
+        f"{_fmt_load(machine['load_average_end'])})."
+    )
     return report, checks
 
 

@@ -49,6 +49,7 @@ def test_bench_quick_writes_report_plot_and_json(tmp_path: Path, capsys: pytest.
     assert "| notebooks/01_ok.ipynb |" in md and "| ok |" in md
     assert "| solutions/01_broken.ipynb |" in md and "failed: " in md
     assert "Not timed in this run (`--skip-grading`)" in md
+    assert "1-min load average" in md and "CPU-minutes" in md
     assert "![benchmark plot](benchmarks.png)" in md
     assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
