@@ -15,6 +15,7 @@ process pool or a Dask cluster. Steps:
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -366,7 +367,8 @@ class _Session:
             index = i - n_public + 1 if hidden else i + 1
             path = out_dir / f"{i}.pt"
             if path.exists():
-                case = self._judge(ex, self._load(path), exp, inp, hidden, index, self.limits.memory_mb)
+                rec = self._load(path)
+                case = self._judge(ex, rec, copy.deepcopy(exp), inp, hidden, index, self.limits.memory_mb)
             elif outcome in ("timeout", "crashed"):
                 what = "took too long" if outcome == "timeout" else "crashed the kernel"
                 msg = f"not run: an earlier case {what}" if stopped else f"your code {what}"
@@ -544,8 +546,7 @@ def grade_submission(path: str | Path, assignment: str, limits: Limits | None = 
     try:
         data = path.read_bytes()
     except OSError as err:
-        _, exercises = load_assignment(assignment)
-        name = load_assignment(assignment)[0]
+        name, exercises = load_assignment(assignment)
         res = [ExerciseResult(e.id, e.title, float(e.points), "missing") for e in exercises]
         for r in res:
             r.message = f"Your submission could not be read ({err.strerror}). Nothing was graded."
