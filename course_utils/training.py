@@ -172,14 +172,19 @@ def pretrained(name: str, progress: bool = True) -> nn.Module:
     seed_everything(recipe.seed)
     model = build_model(recipe.model, image_size=recipe.image_size, **dict(recipe.model_kwargs))
     splits = load_digits_dataset(image_size=recipe.image_size, seed=recipe.seed)
-    train(
-        model,
-        splits.loaders(recipe.batch_size, seed=recipe.seed),
-        epochs=recipe.epochs,
-        lr=recipe.lr,
-        progress=progress,
-        desc=f"pretraining {name} (cached afterwards)",
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float sums depend on the thread count: pin it so every machine gets one model
+    try:
+        train(
+            model,
+            splits.loaders(recipe.batch_size, seed=recipe.seed),
+            epochs=recipe.epochs,
+            lr=recipe.lr,
+            progress=progress,
+            desc=f"pretraining {name} (cached afterwards)",
+        )
+    finally:
+        torch.set_num_threads(threads)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(model.state_dict(), tmp)
