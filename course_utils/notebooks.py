@@ -23,6 +23,7 @@ __all__ = [
     "write_notebook",
     "strip_outputs",
     "execute_notebook",
+    "solution_namespace",
 ]
 
 EXERCISE_HEADING = re.compile(r"^(#{1,6})\s.*?\bExercise\s+(\d+\.\d+)\b", re.MULTILINE)
@@ -97,3 +98,25 @@ def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -
     if write:
         write_notebook(nb, path)
     return nb
+
+
+def solution_namespace(path: str | Path) -> dict:
+    """Run a solution notebook's first code cell and its exercise cells (not ``check(`` cells).
+
+    Returns the resulting namespace, e.g. ``ns["l1_unstructured_mask"]``: the reference
+    solutions straight from their single source, for tests and instructors.
+    """
+    import contextlib
+    import io
+
+    path = Path(path)
+    nb = read_notebook(path)
+    sections = exercise_sections(nb)
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    ns: dict = {"__name__": f"solution_{path.stem}"}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for i in code:
+            src = nb.cells[i].source
+            if (i == code[0] or i in sections) and "check(" not in src:
+                exec(compile(src, f"{path.name} cell {i}", "exec"), ns)
+    return ns

@@ -10,62 +10,30 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from spec_helpers import fails_with, run_all_cases
 from torch import nn
 
 from course_utils.exercise import get_exercise
-from course_utils.notebooks import exercise_sections, read_notebook
+from course_utils.notebooks import solution_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def solution_namespace(stem: str) -> dict[str, Any]:
-    """Execute the first code cell and every exercise code cell (not the check cells) of a solution."""
-    nb = read_notebook(ROOT / "solutions" / f"{stem}.ipynb")
-    sections = exercise_sections(nb)
-    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
-    ns: dict[str, Any] = {"__name__": f"solution_{stem}"}
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or (i != first and i not in sections):
-            continue
-        if "check(" in cell.source:
-            continue
-        exec(compile(cell.source, f"{stem}[{i}]", "exec"), ns)
-    return ns
-
-
 @pytest.fixture(scope="module")
 def ch07() -> dict[str, Any]:
-    return solution_namespace("07_amp")
+    return solution_namespace(ROOT / "solutions" / "07_amp.ipynb")
 
 
 @pytest.fixture(scope="module")
 def ch08() -> dict[str, Any]:
-    return solution_namespace("08_capstone")
-
-
-def run_all(ex_id: str, obj: Any) -> int:
-    """Run every public + hidden + edge case; raise the spec's AssertionError on the first failure."""
-    ex = get_exercise(ex_id)
-    cases = ex.cases(hidden=True)
-    for inputs in cases:
-        ex.compare(ex.run(obj, inputs), ex.reference(inputs), inputs)
-    return len(cases)
-
-
-def fails_with(ex_id: str, obj: Any, *fragments: str) -> str:
-    with pytest.raises(AssertionError) as info:
-        run_all(ex_id, obj)
-    msg = str(info.value)
-    for f in fragments:
-        assert f in msg, f"message lacks {f!r}:\n{msg}"
-    return msg
+    return solution_namespace(ROOT / "solutions" / "08_capstone.ipynb")
 
 
 # --- 7.1 DynamicLossScaler -------------------------------------------------------------------
 
 
 def test_reference_scaler_passes_all_cases(ch07: dict[str, Any]) -> None:
-    n = run_all("7.1", ch07["DynamicLossScaler"])
+    n = run_all_cases("7.1", ch07["DynamicLossScaler"])
     assert n >= 2 + 4 + 2
 
 
@@ -152,7 +120,7 @@ def test_scaler_wrong_initial_scale_fails(ch07: dict[str, Any]) -> None:
 
 
 def test_reference_amp_step_passes_all_cases(ch07: dict[str, Any]) -> None:
-    assert run_all("7.2", ch07["train_step_amp"]) >= 5
+    assert run_all_cases("7.2", ch07["train_step_amp"]) >= 5
 
 
 def test_amp_step_cases_include_skipped_overflow_steps() -> None:
@@ -205,13 +173,13 @@ def test_amp_step_returning_scaled_loss_fails() -> None:
 
 
 def test_reference_distillation_loss_passes_all_cases(ch08: dict[str, Any]) -> None:
-    assert run_all("8.1", ch08["distillation_loss"]) >= 3 + 4 + 3
+    assert run_all_cases("8.1", ch08["distillation_loss"]) >= 3 + 4 + 3
 
 
 def test_library_distillation_loss_matches_the_spec() -> None:
     from course_utils.distillation import distillation_loss
 
-    run_all("8.1", distillation_loss)
+    run_all_cases("8.1", distillation_loss)
 
 
 def _kd(t2: bool = True, swap: bool = False, reduction: str = "batchmean", swap_alpha: bool = False):

@@ -7,7 +7,6 @@ and the notebooks share one source.
 
 from __future__ import annotations
 
-import contextlib
 import io
 from pathlib import Path
 from typing import Any
@@ -19,24 +18,11 @@ from torch import nn
 from torch.nn.utils import prune
 
 from course_utils.exercise import Exercise, chapter_exercises, get_exercise
-from course_utils.notebooks import exercise_sections, read_notebook
+from course_utils.notebooks import solution_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = {1: "01_pruning_theory", 2: "02_masks_and_reparameterization", 3: "03_custom_pruning_methods"}
 IDS = [ex.id for ch in CHAPTERS for ex in chapter_exercises(ch)]
-
-
-def _solution_namespace(chapter: int) -> dict[str, Any]:
-    nb = read_notebook(ROOT / "solutions" / f"{CHAPTERS[chapter]}.ipynb")
-    sections = exercise_sections(nb)
-    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    ns: dict[str, Any] = {"__name__": f"solution_{chapter}"}
-    with contextlib.redirect_stdout(io.StringIO()):
-        for i in code:
-            src = nb.cells[i].source
-            if (i == code[0] or i in sections) and "check(" not in src:
-                exec(compile(src, f"{CHAPTERS[chapter]} cell {i}", "exec"), ns)
-    return ns
 
 
 _NS: dict[int, dict[str, Any]] = {}
@@ -46,7 +32,7 @@ def solution(exercise_id: str) -> Any:
     ex = get_exercise(exercise_id)
     chapter = int(exercise_id.split(".")[0])
     if chapter not in _NS:
-        _NS[chapter] = _solution_namespace(chapter)
+        _NS[chapter] = solution_namespace(ROOT / "solutions" / f"{CHAPTERS[chapter]}.ipynb")
     return _NS[chapter][ex.target]
 
 

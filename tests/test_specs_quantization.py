@@ -11,50 +11,22 @@ from typing import Any
 import pytest
 import torch
 import torch.ao.quantization as tq
+from spec_helpers import fails_with, run_all_cases
 from torch import nn
 
 from course_utils.exercise import assert_same, chapter_exercises, get_exercise
-from course_utils.notebooks import exercise_sections, read_notebook
+from course_utils.notebooks import solution_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _solution_namespace(slug: str) -> dict[str, Any]:
-    """Execute the first code cell and every exercise cell (not the check cells) of a solution."""
-    nb = read_notebook(ROOT / "solutions" / f"{slug}.ipynb")
-    sections = exercise_sections(nb)
-    code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    ns: dict[str, Any] = {"__name__": f"solution_{slug}"}
-    exec(compile(code[0][1].source, f"{slug}[setup]", "exec"), ns)
-    for i, cell in code[1:]:
-        if i in sections and "check(" not in cell.source:
-            exec(compile(cell.source, f"{slug}[{i}]", "exec"), ns)
-    return ns
 
 
 @pytest.fixture(scope="module")
 def solutions() -> dict[str, Any]:
     ns: dict[str, Any] = {}
     for slug in ("04_fusion", "05_qconfig_and_ptq", "06_qat"):
-        ns.update(_solution_namespace(slug))
+        ns.update(solution_namespace(ROOT / "solutions" / f"{slug}.ipynb"))
     return ns
-
-
-def _grade(ex_id: str, obj: Any) -> None:
-    """Run every case (public + hidden + edge) as the grader does; raise AssertionError on the first miss."""
-    ex = get_exercise(ex_id)
-    for inputs in ex.cases(hidden=True):
-        ex.compare(ex.run(obj, inputs), ex.reference(inputs), inputs)
-
-
-def _fails(ex_id: str, obj: Any, *fragments: str) -> str:
-    with pytest.raises(AssertionError) as info:
-        _grade(ex_id, obj)
-    msg = str(info.value)
-    for f in fragments:
-        assert f in msg, f"message for a wrong {ex_id} lacks {f!r}:\n{msg}"
-    return msg
 
 
 IDS = [e.id for ch in (4, 5, 6) for e in chapter_exercises(ch)]
@@ -69,7 +41,7 @@ def test_exercise_ids_are_consecutive() -> None:
 def test_reference_solution_passes_every_case(ex_id: str, solutions: dict) -> None:
     ex = get_exercise(ex_id)
     assert ex.edge_cases is not None, f"{ex_id} has no hidden edge cases"
-    _grade(ex_id, solutions[ex.target])
+    run_all_cases(ex_id, solutions[ex.target])
 
 
 @pytest.mark.parametrize("ex_id", [i for i in IDS if i != "5.6"])
@@ -86,7 +58,7 @@ def test_cases_are_deterministic_and_serializable(ex_id: str, tmp_path: Path) ->
 # --- plausible wrong answers -----------------------------------------------------------------
 
 
-def test_fold_without_eps_or_new_bias_fails(solutions: dict) -> None:
+def test_fold_without_eps_or_new_biasfails_with(solutions: dict) -> None:
     def no_eps(conv, bn):
         fused = copy.deepcopy(conv)
         factor = bn.weight / bn.running_var.sqrt()
@@ -95,7 +67,7 @@ def test_fold_without_eps_or_new_bias_fails(solutions: dict) -> None:
         fused.bias = nn.Parameter((b - bn.running_mean) * factor + bn.bias)
         return fused
 
-    _fails("4.1", no_eps, "σ = sqrt(running_var + eps)")
+    fails_with("4.1", no_eps, "σ = sqrt(running_var + eps)")
 
     def keeps_none_bias(conv, bn):
         fused = solutions["fold_conv_bn"](conv, bn)
@@ -103,7 +75,7 @@ def test_fold_without_eps_or_new_bias_fails(solutions: dict) -> None:
             fused.bias = None
         return fused
 
-    _fails("4.1", keeps_none_bias, "no bias")
+    fails_with("4.1", keeps_none_bias, "no bias")
 
     def in_place(conv, bn):
         fused = solutions["fold_conv_bn"](conv, bn)
@@ -111,19 +83,19 @@ def test_fold_without_eps_or_new_bias_fails(solutions: dict) -> None:
             conv.weight.copy_(fused.weight)
         return fused
 
-    _fails("4.1", in_place, "changed the conv or bn")
+    fails_with("4.1", in_place, "changed the conv or bn")
 
 
 def test_fusable_patterns_wrong_answers_fail(solutions: dict) -> None:
     def pairs_only(model):
         return [g[:2] for g in solutions["fusable_patterns"](model)]
 
-    _fails("4.2", pairs_only, "missing groups", "longest pattern")
+    fails_with("4.2", pairs_only, "missing groups", "longest pattern")
 
     def course_cnn_hardcoded(model):
         return [["features.0", "features.1", "features.2"], ["classifier.1", "classifier.2"]]
 
-    _fails("4.2", course_cnn_hardcoded, "unexpected groups")
+    fails_with("4.2", course_cnn_hardcoded, "unexpected groups")
 
 
 def test_calc_qparams_wrong_answers_fail(solutions: dict) -> None:
@@ -138,18 +110,18 @@ def test_calc_qparams_wrong_answers_fail(solutions: dict) -> None:
         scale = max((hi - lo) / (qmax - qmin), torch.finfo(torch.float32).eps)
         return scale, int(min(max(qmin - round(lo / scale), qmin), qmax))
 
-    _fails("5.1", no_zero, "include 0")
+    fails_with("5.1", no_zero, "include 0")
 
     def sym_zero_point_zero(lo, hi, dtype, qscheme, reduce_range=False):
         s, z = calc(lo, hi, dtype, qscheme, reduce_range)
         return s, 0 if qscheme == torch.per_tensor_symmetric else z
 
-    _fails("5.1", sym_zero_point_zero, "zero_point = 128")
+    fails_with("5.1", sym_zero_point_zero, "zero_point = 128")
 
     def ignores_reduce_range(lo, hi, dtype, qscheme, reduce_range=False):
         return calc(lo, hi, dtype, qscheme, False)
 
-    _fails("5.1", ignores_reduce_range, "reduce_range halves")
+    fails_with("5.1", ignores_reduce_range, "reduce_range halves")
 
 
 def test_quantize_dequantize_wrong_answers_fail(solutions: dict) -> None:
@@ -157,30 +129,30 @@ def test_quantize_dequantize_wrong_answers_fail(solutions: dict) -> None:
         qmin, qmax, st = (0, 255, torch.uint8) if dtype == torch.quint8 else (-128, 127, torch.int8)
         return torch.clamp(torch.floor(x / scale + 0.5) + zp, qmin, qmax).to(st)
 
-    _fails("5.2", half_up, "halves to even")
+    fails_with("5.2", half_up, "halves to even")
 
     def int64(x, scale, zp, dtype):
         return solutions["quantize"](x, scale, zp, dtype).long()
 
-    _fails("5.2", int64, "dtype is torch.int64")
+    fails_with("5.2", int64, "dtype is torch.int64")
 
     def divides(x, scale, zp, dtype):  # x / scale instead of x * (1/scale): must still pass
         qmin, qmax, st = (0, 255, torch.uint8) if dtype == torch.quint8 else (-128, 127, torch.int8)
         return torch.clamp(torch.round(x / scale) + zp, qmin, qmax).to(st)
 
-    _grade("5.2", divides)
+    run_all_cases("5.2", divides)
 
     def wraps(q, scale, zp):  # subtracts in uint8
         return (q - zp).float() * scale
 
-    _fails("5.3", wraps, "*before* subtracting")
+    fails_with("5.3", wraps, "*before* subtracting")
 
 
-def test_per_channel_with_one_scale_fails(solutions: dict) -> None:
+def test_per_channel_with_one_scalefails_with(solutions: dict) -> None:
     def first_channel_everywhere(x, scales, zps, axis, dtype):  # per-tensor thinking
         return solutions["quantize"](x, float(scales[0]), int(zps[0]), dtype)
 
-    _fails("5.4", first_channel_everywhere, "broadcast along axis")
+    fails_with("5.4", first_channel_everywhere, "broadcast along axis")
 
 
 def test_observer_wrong_answers_fail(solutions: dict) -> None:
@@ -191,7 +163,7 @@ def test_observer_wrong_answers_fail(solutions: dict) -> None:
             self.min_val, self.max_val = x.detach().min(), x.detach().max()
             return x
 
-    _fails("5.5", LastBatchOnly, "over *all* batches")
+    fails_with("5.5", LastBatchOnly, "over *all* batches")
 
     class NotAnObserver(nn.Module):
         def __init__(self, dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False):
@@ -207,7 +179,7 @@ def test_observer_wrong_answers_fail(solutions: dict) -> None:
         def calculate_qparams(self):
             return self.inner.calculate_qparams()
 
-    _fails("5.5", NotAnObserver, "ObserverBase")
+    fails_with("5.5", NotAnObserver, "ObserverBase")
 
 
 def test_static_ptq_wrong_answers_fail(solutions: dict) -> None:
@@ -219,14 +191,14 @@ def test_static_ptq_wrong_answers_fail(solutions: dict) -> None:
             m(x)
         return tq.convert(m, inplace=True)
 
-    _fails("5.6", no_fusion, "BatchNorm layers are left")
+    fails_with("5.6", no_fusion, "BatchNorm layers are left")
 
     def no_qconfig_on_classifier(model, loader):
         m = solutions["quantize_course_cnn"](model, loader)
         m.classifier[3] = nn.Linear(128, 10)  # forgot to quantize the last layer
         return m
 
-    _fails("5.6", no_qconfig_on_classifier, "still float")
+    fails_with("5.6", no_qconfig_on_classifier, "still float")
 
 
 def test_fake_quant_wrong_answers_fail(solutions: dict) -> None:
@@ -239,7 +211,7 @@ def test_fake_quant_wrong_answers_fail(solutions: dict) -> None:
         def backward(ctx, g):
             return g, None, None, None, None
 
-    _fails("6.1", NoMask, "should be 0 (x was clamped)")
+    fails_with("6.1", NoMask, "should be 0 (x was clamped)")
 
     class NoClamp(torch.autograd.Function):
         @staticmethod
@@ -250,12 +222,12 @@ def test_fake_quant_wrong_answers_fail(solutions: dict) -> None:
         def backward(ctx, g):
             return g, None, None, None, None
 
-    _fails("6.1", NoClamp, "forward differs", "clamp(")
+    fails_with("6.1", NoClamp, "forward differs", "clamp(")
 
     def plain_function(x, scale, zp, qmin, qmax):
         return x
 
-    _fails("6.1", plain_function, "not a torch.autograd.Function")
+    fails_with("6.1", plain_function, "not a torch.autograd.Function")
 
 
 def test_qat_loop_wrong_schedules_fail(solutions: dict) -> None:
@@ -264,18 +236,18 @@ def test_qat_loop_wrong_schedules_fail(solutions: dict) -> None:
     def off_by_one(model, loader, epochs, fo, fb, lr=1e-3):
         good(model, loader, epochs, None if fo is None else fo + 1, None if fb is None else fb + 1, lr)
 
-    _fails("6.2", off_by_one, "At the *start* of epoch k")
+    fails_with("6.2", off_by_one, "At the *start* of epoch k")
 
     def never_freezes(model, loader, epochs, fo, fb, lr=1e-3):
         good(model, loader, epochs, None, None, lr)
 
-    _fails("6.2", never_freezes, "BN statistics frozen")
+    fails_with("6.2", never_freezes, "BN statistics frozen")
 
     def disables_fake_quant(model, loader, epochs, fo, fb, lr=1e-3):
         model.apply(tq.disable_fake_quant)
         good(model, loader, epochs, fo, fb, lr)
 
-    _fails("6.2", disables_fake_quant, "fake quantization was switched off")
+    fails_with("6.2", disables_fake_quant, "fake quantization was switched off")
 
     def one_step_per_epoch(model, loader, epochs, fo, fb, lr=1e-3):
         opt = torch.optim.SGD(model.parameters(), lr=lr)
@@ -290,4 +262,4 @@ def test_qat_loop_wrong_schedules_fail(solutions: dict) -> None:
                 nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
 
-    _fails("6.2", one_step_per_epoch, "on every batch")
+    fails_with("6.2", one_step_per_epoch, "on every batch")
