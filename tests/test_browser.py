@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("COURSE_CHROMIUM", "/usr/bin/chromium"))
 KERNEL = "compression-course"
 EXPLORER_CALL = "pruning_explorer("
-# The chapter-1 lesson is preferred; the demo notebook stands in until the lesson has the cell.
-CANDIDATES = ("01_pruning_theory.ipynb", "00_explorers_demo.ipynb")
+LESSON = ROOT / "notebooks" / "01_pruning_theory.ipynb"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -49,11 +48,8 @@ pytestmark = [
 
 
 def _lesson() -> Path:
-    for name in CANDIDATES:
-        path = ROOT / "notebooks" / name
-        if path.exists() and EXPLORER_CALL in path.read_text(encoding="utf-8"):
-            return path
-    pytest.fail(f"No notebook in notebooks/ ({', '.join(CANDIDATES)}) has a `{EXPLORER_CALL}...)` cell.")
+    assert EXPLORER_CALL in LESSON.read_text(encoding="utf-8"), f"{LESSON.name} lost its explorer cell"
+    return LESSON
 
 
 def _free_port() -> int:

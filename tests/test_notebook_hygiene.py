@@ -43,7 +43,7 @@ def test_seed_is_visible_in_first_code_cell(path: Path) -> None:
 def test_every_notebook_belongs_to_a_chapter() -> None:
     slugs = set(CHAPTERS.values())
     for path in ALL:
-        assert path.stem in slugs or path.stem.startswith("00_"), f"{path} is not a course chapter"
+        assert path.stem in slugs, f"{path} is not a course chapter"
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
