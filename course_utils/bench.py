@@ -392,6 +392,8 @@ def _plot(rows: list[ModelRow], nb_rows: list[NotebookRow], batch: int, path: Pa
 
     names = [r.name for r in rows]
     threads = sorted(rows[0].latency_ms)
+    from matplotlib.ticker import FuncFormatter
+
     fig = Figure(figsize=(13, 8.5), layout="constrained")
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
     width = 0.8 / len(threads)
@@ -405,6 +407,9 @@ def _plot(rows: list[ModelRow], nb_rows: list[NotebookRow], batch: int, path: Pa
     ax1.axhline(1.5, ls=":", color="tab:purple", lw=1, label="50% channels target 1.5×")
     ax1.axhline(1.0, color="gray", lw=0.8)
     ax1.set_yscale("log")
+    times = FuncFormatter(lambda v, _: f"{v:g}×")
+    ax1.yaxis.set_major_formatter(times)
+    ax1.yaxis.set_minor_formatter(times)
     ax1.set(title=f"Speed-up vs fp32 (median latency, batch {batch})", ylabel="× faster (log scale)")
     ax1.legend(fontsize="small")
     ax2.bar(names, [r.size_ratio for r in rows], color="tab:green")
