@@ -12,14 +12,13 @@ gradients on the same scale as the hard-label ones when T changes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .training import History, evaluate
+from .training import History, train
 
 __all__ = ["distillation_loss", "soft_targets", "distill"]
 
@@ -66,30 +65,21 @@ def distill(
 
     The teacher runs in eval mode without gradients; the student is returned to eval mode.
     """
-    from tqdm.auto import tqdm
-
     teacher = copy.deepcopy(teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
-    history = History()
-    bar = tqdm(range(epochs), desc=f"distill (T={T:g}, alpha={alpha:g})", disable=not progress, leave=False)
-    for _ in bar:
-        student.train()
-        total, n = 0.0, 0
-        batches: Iterable = loaders["train"]
-        for x, y in batches:
-            with torch.no_grad():
-                t_logits = teacher(x)
-            opt.zero_grad(set_to_none=True)
-            loss = distillation_loss(student(x), t_logits, y, T, alpha)
-            loss.backward()
-            opt.step()
-            total += loss.item() * y.numel()
-            n += y.numel()
-        history.train_loss.append(total / max(n, 1))
-        if "val" in loaders:
-            history.val_accuracy.append(evaluate(student, loaders["val"]))
-            bar.set_postfix(val_acc=f"{history.val_accuracy[-1]:.3f}")
-    student.eval()
-    return history
+
+    def kd_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            t_logits = teacher(x)
+        return distillation_loss(model(x), t_logits, y, T, alpha)
+
+    return train(
+        student,
+        loaders,
+        epochs=epochs,
+        lr=lr,
+        loss_fn=kd_loss,
+        progress=progress,
+        desc=f"distill (T={T:g}, alpha={alpha:g})",
+    )

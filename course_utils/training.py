@@ -69,8 +69,10 @@ def train(
     on_epoch_end: Callable[[int, nn.Module], None] | None = None,
     progress: bool = True,
     desc: str = "train",
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
-    """Train with cross-entropy, Adam(lr) unless ``optimizer`` is given.
+    """Train with ``loss_fn(model, x, y)`` (default: cross-entropy of ``model(x)`` and ``y``),
+    Adam(lr) unless ``optimizer`` is given.
 
     ``loaders`` needs ``"train"`` and, for the per-epoch accuracy, ``"val"``.
     ``on_epoch_end(epoch, model)`` runs after each epoch (e.g. to freeze observers in QAT).
@@ -81,7 +83,12 @@ def train(
         raise ValueError(f"epochs must be >= 0, got {epochs}.")
     model.to(device)
     opt = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
+    if loss_fn is None:
+        ce = nn.CrossEntropyLoss()
+
+        def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return ce(m(x), y)
+
     history = History()
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for epoch in bar:
@@ -90,7 +97,7 @@ def train(
         for x, y in loaders["train"]:
             x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model, x, y)
             loss.backward()
             opt.step()
             total += loss.item() * y.numel()
