@@ -134,6 +134,9 @@ class Exercise:
     edge_cases: Callable[[], list[dict]] | None = None
     hint: str = ""
     chapter: str = field(default="")
+    #: Seconds one case may take (run in the kernel, and compare in the judge); ``None`` = the
+    #: grader's ``--timeout``. Measured-outcome exercises (training, latency) set a larger one.
+    timeout: float | None = None
 
     def cases(self, hidden: bool) -> list[dict]:
         """Inputs for the self-check (public) or for grading (public + hidden + edge cases)."""
