@@ -4,10 +4,10 @@ Two kinds of pruning live here:
 
 * **masking** (``torch.nn.utils.prune``): ``w = w_orig ⊙ m`` with a binary mask ``m``. The
   tensor keeps its shape, so parameter count, FLOPs and (dense) latency stay the same;
-* **physical channel removal** for :class:`~course_utils.models.CourseCNN`: output channels
-  with the smallest ``L_n`` norm ``‖W[c]‖_n`` are dropped and new, smaller Conv/BN/Linear
-  layers are built (the next layer's input channels are sliced to match), so parameters,
-  FLOPs and latency all shrink.
+* **physical channel removal** for :class:`~course_utils.models.CourseCNN`: the output
+  channels with the lowest importance score (:data:`CHANNEL_CRITERIA`; default BN ``|γ|``)
+  are dropped and new, smaller Conv/BN/Linear layers are built (the next layer's input
+  channels are sliced to match), so parameters, FLOPs and latency all shrink.
 
 The number of pruned units follows ``torch.nn.utils.prune``: an ``int`` amount is a count, a
 ``float`` amount in ``[0, 1]`` prunes ``round(amount · n)`` units (Python's round-half-to-even).
@@ -37,6 +37,10 @@ __all__ = [
     "pruning_masks",
     "channel_norms",
     "kept_channels",
+    "CHANNEL_CRITERIA",
+    "DEFAULT_CHANNEL_CRITERION",
+    "top_channels",
+    "channel_importance",
     "slice_conv2d",
     "slice_batchnorm2d",
     "slice_linear",
@@ -165,11 +169,68 @@ def kept_channels(
     weight: torch.Tensor, amount: int | float, n: int | float = 1, dim: int = 0
 ) -> torch.Tensor:
     """Sorted indices of the channels ``prune.ln_structured(amount, n, dim)`` keeps (largest norms)."""
-    norms = channel_norms(weight, n, dim)
-    keep = norms.numel() - n_to_prune(amount, norms.numel())
+    return top_channels(channel_norms(weight, n, dim), amount)
+
+
+#: Channel-importance criteria of :func:`channel_importance` (score of output channel ``c``):
+#: ``"filter"`` ``‖W[c]‖_n`` (n=1) · ``"bn_gamma"`` ``|γ_c|`` of the following BatchNorm
+#: (network slimming, Liu et al. 2017) · ``"folded"`` ``‖W[c]‖_n · |γ_c|/√(σ²_c+ε)``, the norm of
+#: the BN-folded filter (n=1) · ``"next_input"`` ``‖W_next[:, c]‖_n``, the weights that read
+#: channel ``c`` in the next layer (n=2, MIT 6.5940 lab 1) · ``"random"`` uniform scores.
+CHANNEL_CRITERIA: tuple[str, ...] = ("bn_gamma", "next_input", "filter", "folded", "random")
+
+#: Measured in lesson 1 and ``benchmarks/channel_criteria.py``: behind a bias-free conv + BN
+#: the filter norm is scale-free and ranks no better than chance; ``bn_gamma`` and
+#: ``next_input`` tie within the noise; ``bn_gamma`` needs only the BN layer.
+DEFAULT_CHANNEL_CRITERION = "bn_gamma"
+
+_DEFAULT_NORM = {"filter": 1, "folded": 1, "next_input": 2}
+
+
+def top_channels(scores: torch.Tensor, amount: int | float) -> torch.Tensor:
+    """Sorted indices of the channels kept when ``amount`` of them (lowest ``scores``) are removed."""
+    keep = scores.numel() - n_to_prune(amount, scores.numel())
     if keep < 1:
-        raise ValueError(f"amount={amount} would remove all {norms.numel()} channels; keep at least one.")
-    return torch.topk(norms, k=keep, largest=True).indices.sort().values
+        raise ValueError(f"amount={amount} would remove all {scores.numel()} channels; keep at least one.")
+    return torch.topk(scores, k=keep, largest=True).indices.sort().values
+
+
+def channel_importance(
+    model: CourseCNN,
+    criterion: str = DEFAULT_CHANNEL_CRITERION,
+    n: int | float | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance of the output channels of both convs of a :class:`CourseCNN` (higher = keep).
+
+    ``criterion`` is one of :data:`CHANNEL_CRITERIA`; ``n`` the norm order of the norm-based
+    criteria (default: 1 for ``filter``/``folded``, 2 for ``next_input``); ``seed`` seeds
+    ``random``. For the second conv, the "next layer" is the first Linear: channel ``c`` owns
+    its ``(S/4)²`` consecutive input features after ``Flatten``. Masks are applied first.
+    """
+    if criterion not in CHANNEL_CRITERIA:
+        raise ValueError(
+            f"Unknown channel criterion {criterion!r}; choose one of {', '.join(CHANNEL_CRITERIA)}."
+        )
+    if not isinstance(model, CourseCNN):
+        raise TypeError(f"channel_importance works on CourseCNN, got {type(model).__name__}.")
+    src = make_permanent(clone_model(model))
+    conv1, bn1, conv2, bn2 = src.features[0], src.features[1], src.features[4], src.features[5]
+    lin1 = src.classifier[1]
+    order = _DEFAULT_NORM.get(criterion, 1) if n is None else n
+    if criterion == "random":
+        g = torch.Generator().manual_seed(seed)
+        return torch.rand(conv1.out_channels, generator=g), torch.rand(conv2.out_channels, generator=g)
+    if criterion == "bn_gamma":
+        return bn1.weight.detach().abs(), bn2.weight.detach().abs()
+    if criterion == "next_input":
+        w_next = lin1.weight.detach().reshape(lin1.out_features, conv2.out_channels, -1)
+        return channel_norms(conv2.weight, order, dim=1), channel_norms(w_next, order, dim=1)
+    s1, s2 = channel_norms(conv1.weight, order), channel_norms(conv2.weight, order)
+    if criterion == "folded":
+        s1 = s1 * (bn1.weight.detach() / (bn1.running_var + bn1.eps).sqrt()).abs()
+        s2 = s2 * (bn2.weight.detach() / (bn2.running_var + bn2.eps).sqrt()).abs()
+    return s1, s2
 
 
 def slice_conv2d(
@@ -240,12 +301,17 @@ def slice_linear(
 
 
 def remove_channels(
-    model: CourseCNN, amount: int | float | tuple[int | float, int | float], n: int | float = 1
+    model: CourseCNN,
+    amount: int | float | tuple[int | float, int | float],
+    criterion: str = DEFAULT_CHANNEL_CRITERION,
+    n: int | float | None = None,
+    seed: int = 0,
 ) -> CourseCNN:
-    """A new, smaller :class:`CourseCNN` without the conv channels of smallest ``‖W[c]‖_n``.
+    """A new, smaller :class:`CourseCNN` without the least important conv channels.
 
-    ``amount`` (one value for both convs or a pair) is what ``prune.ln_structured`` would prune
-    per conv. Conv ``c`` keeps output channels ``K_c``; its BatchNorm keeps ``K_c``; the next conv
+    Importance is :func:`channel_importance` (``criterion``, ``n``, ``seed``; default BN ``|γ|``).
+    ``amount`` (one value for both convs or a pair) counts like ``prune.ln_structured``:
+    conv ``c`` keeps output channels ``K_c``; its BatchNorm keeps ``K_c``; the next conv
     keeps input channels ``K_1``; the first Linear keeps the input features of ``K_2`` (each
     channel owns ``(S/4)²`` consecutive features after ``Flatten``). The input model is unchanged.
     Masks from ``torch.nn.utils.prune`` are applied first (``weight_orig ⊙ weight_mask``).
@@ -256,8 +322,8 @@ def remove_channels(
     a1, a2 = amount if isinstance(amount, tuple) else (amount, amount)
     conv1, bn1, conv2, bn2 = src.features[0], src.features[1], src.features[4], src.features[5]
     lin1, lin2 = src.classifier[1], src.classifier[3]
-    k1 = kept_channels(conv1.weight, a1, n)
-    k2 = kept_channels(conv2.weight, a2, n)
+    s1, s2 = channel_importance(src, criterion, n, seed)
+    k1, k2 = top_channels(s1, a1), top_channels(s2, a2)
     spatial = lin1.in_features // conv2.out_channels
     feat_idx = (k2[:, None] * spatial + torch.arange(spatial)).reshape(-1)
 

@@ -104,21 +104,22 @@ def test_kept_channels_match_ln_structured() -> None:
         P.channel_norms(torch.randn(5))
 
 
-def test_remove_channels_equals_the_model_with_those_channels_silenced() -> None:
+@pytest.mark.parametrize("criterion", P.CHANNEL_CRITERIA)
+def test_remove_channels_equals_the_model_with_those_channels_silenced(criterion: str) -> None:
     """Zeroing BN's γ and β of a removed channel makes it output exactly 0 after ReLU:
     that model and the physically smaller one must compute the same function."""
     model = _cnn(1)
-    small = P.remove_channels(model, 0.5)
+    small = P.remove_channels(model, 0.5, criterion=criterion)
     assert isinstance(small, CourseCNN)
     assert small.features[0].out_channels == 4 and small.features[4].out_channels == 6
     assert small.features[4].in_channels == 4 and small.classifier[1].in_features == 6 * 16
 
     silenced = copy.deepcopy(model)
-    for conv, bn in (
-        (silenced.features[0], silenced.features[1]),
-        (silenced.features[4], silenced.features[5]),
+    scores = P.channel_importance(model, criterion)
+    for (conv, bn), score in zip(
+        ((silenced.features[0], silenced.features[1]), (silenced.features[4], silenced.features[5])), scores
     ):
-        keep = P.kept_channels(conv.weight, 0.5)
+        keep = P.top_channels(score, 0.5)
         drop = torch.ones(conv.out_channels, dtype=torch.bool)
         drop[keep] = False
         with torch.no_grad():
@@ -130,6 +131,61 @@ def test_remove_channels_equals_the_model_with_those_channels_silenced() -> None
     assert model.features[0].out_channels == 8
     assert count_parameters(small) < count_parameters(model)
     assert count_flops(small, x) < 0.5 * count_flops(model, x)
+
+
+def test_channel_importance_criteria_follow_their_formulas() -> None:
+    model = _cnn(3)
+    conv1, bn1, conv2, bn2 = model.features[0], model.features[1], model.features[4], model.features[5]
+    lin1 = model.classifier[1]
+    gamma = P.channel_importance(model, "bn_gamma")
+    assert torch.equal(gamma[0], bn1.weight.detach().abs()) and torch.equal(
+        gamma[1], bn2.weight.detach().abs()
+    )
+    filt = P.channel_importance(model, "filter")  # L1 of each filter, as prune.ln_structured(n=1)
+    torch.testing.assert_close(filt[1], conv2.weight.detach().abs().sum((1, 2, 3)))
+    folded = P.channel_importance(model, "folded")  # L1 of W·γ/σ
+    w_fold = (
+        conv1.weight.detach()
+        * (bn1.weight / (bn1.running_var + bn1.eps).sqrt()).detach()[:, None, None, None]
+    )
+    torch.testing.assert_close(folded[0], w_fold.abs().sum((1, 2, 3)))
+    nxt = P.channel_importance(model, "next_input")  # L2 of the weights that read channel c
+    torch.testing.assert_close(nxt[0], conv2.weight.detach().pow(2).sum((0, 2, 3)).sqrt())
+    c2, spatial = conv2.out_channels, lin1.in_features // conv2.out_channels
+    c = 5
+    torch.testing.assert_close(nxt[1][c], lin1.weight.detach()[:, c * spatial : (c + 1) * spatial].norm())
+    r0, r1 = P.channel_importance(model, "random", seed=0), P.channel_importance(model, "random", seed=1)
+    assert torch.equal(r0[1], P.channel_importance(model, "random", seed=0)[1]) and not torch.equal(
+        r0[1], r1[1]
+    )
+    assert r0[1].shape == (c2,)
+    with pytest.raises(ValueError, match="bn_gamma"):
+        P.channel_importance(model, "l1")
+
+
+def test_remove_channels_default_is_bn_gamma_and_filter_norm_is_scale_free() -> None:
+    """Behind a bias-free conv + BN, scaling filter c by a (and its running stats by a, a²)
+    leaves the network unchanged but changes its filter-norm rank; BN |γ| does not move."""
+    model = _cnn(4)
+    assert P.DEFAULT_CHANNEL_CRITERION == "bn_gamma"
+    x = torch.randn(4, 1, 16, 16)
+    torch.testing.assert_close(P.remove_channels(model, 0.5)(x), P.remove_channels(model, 0.5, "bn_gamma")(x))
+    rescaled = copy.deepcopy(model)
+    a = torch.logspace(-2, 2, rescaled.features[0].out_channels)[
+        torch.randperm(rescaled.features[0].out_channels)
+    ]
+    with torch.no_grad():
+        rescaled.features[0].weight.mul_(a[:, None, None, None])
+        rescaled.features[1].running_mean.mul_(a)
+        bn = rescaled.features[1]  # σ'² + ε = a²(σ² + ε): the normalized output is unchanged
+        bn.running_var.copy_(a**2 * (bn.running_var + bn.eps) - bn.eps)
+    torch.testing.assert_close(rescaled(x), model(x), atol=1e-4, rtol=1e-4)
+    assert not torch.equal(
+        P.top_channels(P.channel_importance(rescaled, "filter")[0], 0.5),
+        P.top_channels(P.channel_importance(model, "filter")[0], 0.5),
+    )
+    for crit in ("bn_gamma", "next_input"):
+        assert torch.equal(P.channel_importance(rescaled, crit)[0], P.channel_importance(model, crit)[0])
 
 
 def test_remove_channels_pair_amounts_pruned_inputs_and_errors() -> None:
