@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
+from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- shared mask comparison ------------------------------------------------------------------
 
@@ -145,9 +146,10 @@ def _sparsity_reference(inputs: dict) -> float:
 
 
 def _sparsity_edges() -> list[dict]:
+    regular = _sparsity_case(3)  # constant answers (1.0, 0.0) count only together with it
     return [
-        {"tensors": [torch.zeros(4, 4), torch.zeros(3)]},  # all zero: 1.0
-        {"tensors": [torch.ones(5, 2), torch.full((7,), 2.0)]},  # dense: 0.0
+        with_regular({"tensors": [torch.zeros(4, 4), torch.zeros(3)]}, regular),  # all zero: 1.0
+        with_regular({"tensors": [torch.ones(5, 2), torch.full((7,), 2.0)]}, regular),  # dense: 0.0
         {"tensors": [torch.tensor([0.0, -0.0, 1e-30, 3.0])]},  # -0.0 is zero, 1e-30 is not
     ]
 
@@ -171,17 +173,48 @@ def _l1_case(seed: int) -> dict:
     return {"w": w, "amount": _amount_for(g, seed, w.numel())}
 
 
+def _raises_value_error(fn, *args) -> str:
+    """``"ValueError"`` when ``fn(*args)`` raises one, else what happened instead."""
+    try:
+        fn(*args)
+    except ValueError:
+        return "ValueError"
+    except NotImplementedError:
+        raise
+    except Exception as err:
+        return f"raised {type(err).__name__}, not ValueError"
+    return "no error"
+
+
 def _l1_run(fn, inputs: dict) -> Any:
+    if "invalid_amounts" in inputs:
+        return [_raises_value_error(fn, inputs["w"].clone(), a) for a in inputs["invalid_amounts"]]
     return fn(inputs["w"].clone(), inputs["amount"])
 
 
-def _l1_reference(inputs: dict) -> torch.Tensor:
+def _l1_reference(inputs: dict) -> Any:
+    if "invalid_amounts" in inputs:
+        return [
+            _raises_value_error(_l1_reference, {"w": inputs["w"], "amount": a})
+            for a in inputs["invalid_amounts"]
+        ]
     m = _holder(inputs["w"])
     prune.l1_unstructured(m, "weight", amount=inputs["amount"])
     return m.weight_mask
 
 
-def _l1_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
+def _l1_compare(got: Any, expected: Any, inputs: dict) -> None:
+    if "invalid_amounts" in inputs:
+        n = inputs["w"].numel()
+        for a, g, e in zip(inputs["invalid_amounts"], got, expected):
+            if g != e:
+                allowed = "[0, 1] (a float)" if isinstance(a, float) else f"[0, {n}] (an int count)"
+                raise AssertionError(
+                    f"amount={a!r} is outside {allowed}: the exercise requires a ValueError, "
+                    f"but your function gave: {g}."
+                )
+        assert_same(got, expected, inputs, path="errors for invalid amounts")
+        return
     compare_masks(got, expected, inputs["w"].abs(), amount=inputs["amount"], path="mask")
 
 
@@ -189,11 +222,13 @@ def _l1_edges() -> list[dict]:
     g = torch.Generator().manual_seed(7)
     w = torch.randn(4, 5, generator=g)
     ties = torch.tensor([[0.5, -0.5, 0.5, 1.0], [-1.0, 0.5, 2.0, -0.5]])
+    regular = _l1_case(3)  # all-ones / all-zeros answers count only together with it
     return [
-        {"w": w, "amount": 0.0},
-        {"w": w, "amount": 0},
-        {"w": w, "amount": 1.0},
-        {"w": w, "amount": 20},  # every entry
+        with_regular({"w": w, "amount": 0.0}, regular),
+        with_regular({"w": w, "amount": 0}, regular),
+        with_regular({"w": w, "amount": 1.0}, regular),
+        with_regular({"w": w, "amount": 20}, regular),  # every entry
+        with_regular({"w": w, "invalid_amounts": [1.5, -0.1, -1, 21]}, regular),  # ValueError
         {"w": ties, "amount": 3},  # four entries tie at |0.5|
         {"w": torch.randn(6, generator=g), "amount": 0.25},  # round(1.5) = 2, int() gives 1
         {"w": torch.randn(10, generator=g), "amount": 0.25},  # round(2.5) = 2 (half to even)
@@ -258,11 +293,12 @@ def _ln_edges() -> list[dict]:
     tied[3] = tied[1].flip(0)  # rows 1 and 3 have equal norms
     tied[1] *= 0.1
     tied[3] = tied[1].flip(0)
+    regular = _ln_case(3)  # all-ones / all-zeros answers count only together with it
     return [
-        {"w": w, "amount": 0.0, "n": 2, "dim": 0},
-        {"w": w, "amount": 0, "n": 1, "dim": 1},
-        {"w": w, "amount": 1.0, "n": 2, "dim": 0},
-        {"w": w, "amount": 3, "n": 1, "dim": -1},  # every slice along the last dim
+        with_regular({"w": w, "amount": 0.0, "n": 2, "dim": 0}, regular),
+        with_regular({"w": w, "amount": 0, "n": 1, "dim": 1}, regular),
+        with_regular({"w": w, "amount": 1.0, "n": 2, "dim": 0}, regular),
+        with_regular({"w": w, "amount": 3, "n": 1, "dim": -1}, regular),  # every slice along the last dim
         {"w": tied, "amount": 1, "n": 2, "dim": 0},  # the two smallest rows tie
         {"w": w, "amount": 0.5, "n": float("inf"), "dim": 1},  # round(2.0) = 2
         {"w": torch.randn(10, 2, generator=g), "amount": 0.25, "n": 1, "dim": 0},  # round(2.5) = 2
@@ -272,8 +308,15 @@ def _ln_edges() -> list[dict]:
 # --- 1.4 prune_by_threshold(model, threshold) (the fixed version) -------------------------------
 
 
-def _threshold_model(state: dict[str, torch.Tensor]) -> nn.Module:
+def _threshold_net() -> nn.Module:
     m = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
+    # 2-D, its name contains "weight" but does not end in it: not a layer weight, never pruned
+    m.register_parameter("weight_scale", nn.Parameter(torch.ones(3, 3)))
+    return m
+
+
+def _threshold_model(state: dict[str, torch.Tensor]) -> nn.Module:
+    m = _threshold_net()
     m.load_state_dict(state)
     return m.eval()
 
@@ -289,8 +332,7 @@ def _threshold_case(seed: int) -> dict:
 
 
 def _threshold_model_template() -> dict[str, torch.Tensor]:
-    m = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, 5))
-    return m.state_dict()
+    return _threshold_net().state_dict()
 
 
 def _threshold_run(fn, inputs: dict) -> dict:
@@ -319,6 +361,23 @@ def _threshold_reference(inputs: dict) -> dict:
         out = model(inputs["x"])
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"state": state, "same_parameter_objects": True, "output": out, "masks": masks}
+
+
+def _threshold_compare(got: Any, expected: dict, inputs: dict) -> None:
+    """The stated rules first (which tensors, in place), then everything else."""
+    if isinstance(got, dict) and isinstance(got.get("masks"), dict):
+        extra = sorted(set(got["masks"]) - set(expected["masks"]))
+        if extra:
+            raise AssertionError(
+                f"you pruned {extra}: prune only parameters whose name ends in 'weight' *and* that "
+                "have >= 2 dimensions (BatchNorm's 1-D weight and e.g. 'weight_scale' stay)."
+            )
+    if isinstance(got, dict) and got.get("same_parameter_objects") is False:
+        raise AssertionError(
+            "the model's parameters are not the same Parameter objects afterwards: prune in place "
+            "(param.mul_(mask) under torch.no_grad()), so an optimizer holding them keeps working."
+        )
+    assert_same(got, expected, inputs)
 
 
 def _threshold_edges() -> list[dict]:
@@ -445,8 +504,9 @@ EXERCISES = [
         target="sparsity",
         points=1,
         make_case=_sparsity_case,
-        run=_sparsity_run,
-        reference=_sparsity_reference,
+        run=paired_run(_sparsity_run),
+        reference=paired_reference(_sparsity_reference),
+        compare=paired_compare(assert_same),
         edge_cases=_sparsity_edges,
         hint="count zeros over model.parameters() only (not buffers), divide by the total count.",
     ),
@@ -456,9 +516,9 @@ EXERCISES = [
         target="l1_unstructured_mask",
         points=2,
         make_case=_l1_case,
-        run=_l1_run,
-        reference=_l1_reference,
-        compare=_l1_compare,
+        run=paired_run(_l1_run),
+        reference=paired_reference(_l1_reference),
+        compare=paired_compare(_l1_compare),
         edge_cases=_l1_edges,
         hint="k = amount if it is an int, else round(amount * w.numel()); zero the k smallest |w| "
         "(torch.topk(..., largest=False)); the mask has w's shape.",
@@ -469,9 +529,9 @@ EXERCISES = [
         target="ln_structured_mask",
         points=2,
         make_case=_ln_case,
-        run=_ln_run,
-        reference=_ln_reference,
-        compare=_ln_compare,
+        run=paired_run(_ln_run),
+        reference=paired_reference(_ln_reference),
+        compare=paired_compare(_ln_compare),
         edge_cases=_ln_edges,
         hint="norm of each slice along dim over all other dims (torch.linalg.vector_norm(ord=n)); "
         "keep the channels-k largest; the count k is computed from w.shape[dim], not w.numel().",
@@ -484,6 +544,7 @@ EXERCISES = [
         make_case=_threshold_case,
         run=_threshold_run,
         reference=_threshold_reference,
+        compare=_threshold_compare,
         edge_cases=_threshold_edges,
         hint="multiply each ≥2-D weight by its mask in place (under torch.no_grad()) instead of "
         "indexing it with the mask; |w| >= threshold is kept; return {name: mask}.",
