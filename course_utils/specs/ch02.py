@@ -19,6 +19,7 @@ from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
 from .ch01 import _safe, compare_masks
+from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- 2.1 apply_mask(module, name, mask) ---------------------------------------------------------
 
@@ -55,6 +56,7 @@ def _apply_case(seed: int) -> dict:
 def _apply_run(fn, inputs: dict) -> dict:
     module = _module_from(inputs["kind"], inputs["tensors"])
     name = inputs["name"]
+    original = getattr(module, name)
     fn(module, name, inputs["mask"].clone())
     attr = getattr(module, name, None)
     before_forward = attr.detach().clone() if isinstance(attr, torch.Tensor) else None
@@ -72,6 +74,8 @@ def _apply_run(fn, inputs: dict) -> dict:
         "parameters": sorted(n for n, _ in module.named_parameters()),
         "buffers": sorted(n for n, _ in module.named_buffers()),
         f"{name}_mask": mask_buf.detach().float() if isinstance(mask_buf, torch.Tensor) else mask_buf,
+        f"{name}_mask dtype": str(mask_buf.dtype) if isinstance(mask_buf, torch.Tensor) else None,
+        f"{name}_orig is the original Parameter object": orig is original,
         f"{name} before the first forward": before_forward,
         f"{name} is a Parameter": isinstance(attr, nn.Parameter),
         "output": out1.detach(),
@@ -85,6 +89,18 @@ def _apply_reference(inputs: dict) -> dict:
 
 
 def _apply_compare(got: dict, expected: dict, inputs: dict) -> None:
+    name = inputs["name"]
+    if isinstance(got, dict) and got.get(f"{name}_orig is the original Parameter object") is False:
+        raise AssertionError(
+            f"{name}_orig is not the Parameter object that was {name}: move that same object "
+            f"(module.register_parameter(name + '_orig', orig)) so an optimizer holding it keeps working."
+        )
+    key = f"{name}_mask dtype"
+    if isinstance(got, dict) and got.get(key) is not None and got.get(key) != expected[key]:
+        raise AssertionError(
+            f"the buffer {name}_mask is {got[key]} but must have the weight's dtype ({expected[key]}), "
+            f"as custom_from_mask stores it (the mask given was {inputs['mask'].dtype})."
+        )
     assert_same(got, expected, inputs, atol=1e-5, rtol=1e-5)
 
 
@@ -145,12 +161,13 @@ def _combine_edges() -> list[dict]:
     base = _combine_case(4)
     t = base["t"]
     ties = torch.tensor([0.3, -0.3, 0.3, 2.0, -1.0, 0.3])
+    regular = _combine_case(3)  # answers equal to old_mask or all zeros count only together with it
     return [
         {"t": t, "old_mask": torch.ones_like(t), "amount": 0.4},  # no earlier pruning
-        {"t": t, "old_mask": torch.zeros_like(t), "amount": 0.5},  # nothing left to prune
-        {**base, "amount": 0},
-        {**base, "amount": 1.0},  # prune every remaining entry
-        {**base, "amount": int(base["old_mask"].sum())},
+        with_regular({"t": t, "old_mask": torch.zeros_like(t), "amount": 0.5}, regular),  # nothing left
+        with_regular({**base, "amount": 0}, regular),
+        with_regular({**base, "amount": 1.0}, regular),  # prune every remaining entry
+        with_regular({**base, "amount": int(base["old_mask"].sum())}, regular),
         {"t": ties, "old_mask": torch.tensor([1.0, 1.0, 0.0, 1.0, 1.0, 1.0]), "amount": 2},  # ties
     ]
 
@@ -239,25 +256,42 @@ def _optimizer(kind: str, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=0.05)
 
 
-def _finetune_result(model: nn.Module, losses: Any, masks: dict[str, torch.Tensor]) -> dict:
+def _record_modes(model: nn.Module) -> list[bool]:
+    """Put ``model`` in eval mode and record ``model.training`` at every forward from now on."""
+    modes: list[bool] = []
+    model.eval()
+    model.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+    return modes
+
+
+def _finetune_result(
+    model: nn.Module, losses: Any, masks: dict[str, torch.Tensor], modes: list[bool]
+) -> dict:
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     params = dict(model.named_parameters())
     zeros = all(k in params and bool((params[k][masks[k] == 0] == 0).all()) for k in masks)
     if isinstance(losses, (list, tuple)):
         losses = [float(v) for v in losses]
-    return {"pruned weights are exactly 0": zeros, "losses": losses, "state_dict": state}
+    return {
+        "pruned weights are exactly 0": zeros,
+        "losses": losses,
+        "state_dict": state,
+        "training mode in every forward": bool(modes) and all(modes),
+    }
 
 
 def _finetune_run(fn, inputs: dict) -> dict:
     model = _mlp(inputs["state"])
+    modes = _record_modes(model)  # handed over in eval mode: the loop must switch to training
     opt = _optimizer(inputs["optimizer"], model.parameters())
     masks = {k: v.clone() for k, v in inputs["masks"].items()}
     losses = fn(model, masks, list(inputs["batches"]), opt)
-    return _finetune_result(model, losses, inputs["masks"])
+    return _finetune_result(model, losses, inputs["masks"], modes)
 
 
 def _finetune_reference(inputs: dict) -> dict:
     model = _mlp(inputs["state"])
+    modes = _record_modes(model)
     opt = _optimizer(inputs["optimizer"], model.parameters())  # weight_orig is the same Parameter
     modules = dict(model.named_modules())
     for key, mask in inputs["masks"].items():
@@ -274,10 +308,15 @@ def _finetune_reference(inputs: dict) -> dict:
     for key in inputs["masks"]:
         mname, pname = key.rsplit(".", 1)
         prune.remove(modules[mname], pname)
-    return _finetune_result(model, losses, inputs["masks"])
+    return _finetune_result(model, losses, inputs["masks"], modes)
 
 
 def _finetune_compare(got: dict, expected: dict, inputs: dict) -> None:
+    if isinstance(got, dict) and got.get("training mode in every forward") is False:
+        raise AssertionError(
+            "the model was not in training mode during training (it was handed over in eval mode): "
+            "call model.train() first, as the exercise asks."
+        )
     assert_same(got, expected, inputs, atol=1e-5, rtol=1e-4)
 
 
@@ -308,9 +347,9 @@ EXERCISES = [
         target="combine_masks",
         points=2,
         make_case=_combine_case,
-        run=_combine_run,
-        reference=_combine_reference,
-        compare=_combine_compare,
+        run=paired_run(_combine_run),
+        reference=paired_reference(_combine_reference),
+        compare=paired_compare(_combine_compare),
         edge_cases=_combine_edges,
         hint="only the entries with old_mask == 1 take part: run the L1 rule on t[old_mask == 1] "
         "(amount relative to how many are left) and write the result back into a copy of old_mask.",
