@@ -20,6 +20,7 @@ from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
 from .ch01 import _safe
+from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- reference methods (plain torch) --------------------------------------------------------
 
@@ -255,7 +256,9 @@ def _filter_edges() -> list[dict]:
     base = _filter_case(0)
     return [
         {**base, "first": {**base["first"], "amount": 0}},
-        {**base, "first": {**base["first"], "amount": 1.0, "min_channels": 0}},  # all channels
+        with_regular(  # all channels: an all-zero mask counts only together with a regular case
+            {**base, "first": {**base["first"], "amount": 1.0, "min_channels": 0}}, _filter_case(1)
+        ),
         {**base, "first": {**base["first"], "amount": 0.3, "min_channels": 8}},  # floor = all: nothing pruned
     ]
 
@@ -307,9 +310,9 @@ EXERCISES = [
         target="FilterNormPruning",
         points=2,
         make_case=_filter_case,
-        run=_recipe,
-        reference=lambda inputs: _recipe(_RefFilterNorm, inputs),
-        compare=_compare,
+        run=paired_run(_recipe),
+        reference=paired_reference(lambda inputs: _recipe(_RefFilterNorm, inputs)),
+        compare=paired_compare(_compare),
         edge_cases=_filter_edges,
         hint="k = amount (int) or round(amount * t.shape[dim]), then k = min(k, channels - min_channels); "
         "keep the channels with the largest L_n norm like prune.ln_structured, times default_mask; "
