@@ -9,14 +9,18 @@ use ``quint8`` with ``[0, 2^b − 1]``, weights ``qint8`` symmetric ``[−2^(b�
 
 The eager ``torch.ao.quantization`` workflow used here is deprecated since PyTorch 2.8 and
 still works in 2.14; the ``torchao_*`` helpers show the current path and return
-``AoResult(None, reason)`` instead of raising where a torchao path does not run.
+``AoResult(None, reason)`` where torchao is not installed (any other failure raises).
+
+The quantized engine is not hard-coded: :func:`select_engine` takes the first of ``x86`` →
+``fbgemm`` → ``qnnpack`` that ``torch.backends.quantized.supported_engines`` lists (qnnpack on
+ARM, e.g. Apple silicon), and every helper's ``backend=None`` means that choice.
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -43,10 +47,13 @@ __all__ = [
     "qat_finetune",
     "qconfig_for_bits",
     "qrange",
+    "reduce_range_needed",
+    "select_engine",
     "static_ptq",
     "torchao_int8_dynamic",
     "torchao_int8_weight_only",
     "torchao_pt2e_x86",
+    "use_engine",
 ]
 
 # Names that fuse_modules needs for CourseCNN: Conv-BN-ReLU twice, then Linear-ReLU.
@@ -57,6 +64,7 @@ COURSE_CNN_FUSION_GROUPS: list[list[str]] = [
 ]
 
 BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
+ENGINE_PREFERENCE = ("x86", "fbgemm", "qnnpack")  # x86 CPUs first; qnnpack is the ARM engine
 
 
 class QuantizationError(ValueError):
@@ -70,7 +78,23 @@ class AoResult(NamedTuple):
     reason: str
 
 
-def _set_engine(backend: str) -> None:
+def select_engine(supported: Sequence[str] | None = None) -> str:
+    """The quantized engine to use here: the first of ``x86`` → ``fbgemm`` → ``qnnpack`` in
+    ``supported`` (default ``torch.backends.quantized.supported_engines``)."""
+    have = list(torch.backends.quantized.supported_engines if supported is None else supported)
+    for engine in ENGINE_PREFERENCE:
+        if engine in have:
+            return engine
+    raise QuantizationError(
+        f"No int8 engine this course can use in this PyTorch build (it has {', '.join(have) or 'none'}; "
+        f"need one of {', '.join(ENGINE_PREFERENCE)})."
+    )
+
+
+def use_engine(backend: str | None = None) -> str:
+    """Set ``torch.backends.quantized.engine`` to ``backend`` (``None``: :func:`select_engine`)
+    after checking this build supports it; returns the engine set."""
+    backend = select_engine() if backend is None else backend
     if backend not in BACKENDS:
         raise QuantizationError(f"Unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}.")
     supported = torch.backends.quantized.supported_engines
@@ -79,6 +103,21 @@ def _set_engine(backend: str) -> None:
             f"This PyTorch build has no {backend!r} quantized engine (it has {', '.join(supported)})."
         )
     torch.backends.quantized.engine = backend
+    return backend
+
+
+def reduce_range_needed(backend: str | None = None) -> bool:
+    """Whether 8-bit activations must use ``reduce_range`` (7 bits, ``[0, 127]``) on this CPU.
+
+    Without VNNI, x86 int8 kernels multiply uint8 × int8 pairs and add two products into an
+    int16 (``vpmaddubsw``), which saturates for large values: fbgemm/x86/oneDNN then want a spare
+    bit. With VNNI (``vpdpbusd`` accumulates into int32) and on qnnpack the full range is safe.
+    """
+    backend = select_engine() if backend is None else backend
+    if backend == "qnnpack":
+        return False
+    vnni = getattr(torch.cpu, "_is_vnni_supported", None)
+    return not (callable(vnni) and vnni())
 
 
 def fuse_course_cnn(model: nn.Module, qat: bool = False, inplace: bool = False) -> nn.Module:
@@ -181,7 +220,7 @@ def calibrate(model: nn.Module, loader: Iterable, num_batches: int | None = None
 def static_ptq(
     model: nn.Module,
     calib_loader: Iterable,
-    backend: str = "x86",
+    backend: str | None = None,
     qconfig: tq.QConfig | None = None,
     num_batches: int | None = None,
     fuse: bool = True,
@@ -190,6 +229,7 @@ def static_ptq(
 
     Weights and activations become int8; activation ranges come from ``calib_loader``.
     The model needs a ``QuantStub``/``DeQuantStub`` pair (``pretrained("course_cnn_quant")``).
+    ``backend=None`` uses :func:`select_engine`; the qconfig defaults to PyTorch's for it.
     """
     if not has_quant_stubs(model):
         raise QuantizationError(
@@ -197,7 +237,7 @@ def static_ptq(
             "input for you, so the first quantized conv would receive a float tensor. Use "
             'pretrained("course_cnn_quant") or CourseCNN(quant_stubs=True).'
         )
-    _set_engine(backend)
+    backend = use_engine(backend)
     m = copy.deepcopy(model).eval()
     if fuse:
         fuse_course_cnn(m, inplace=True)
@@ -218,21 +258,28 @@ def dynamic_ptq(model: nn.Module, dtype: torch.dtype = torch.qint8) -> nn.Module
 def prepare_qat_model(
     model: nn.Module,
     bits: int = 8,
-    backend: str = "x86",
+    backend: str | None = None,
     per_channel: bool = True,
     qconfig: tq.QConfig | None = None,
+    reduce_range: bool | None = None,
 ) -> nn.Module:
     """A QAT copy of CourseCNN in train mode: fused with ``fuse_modules_qat`` (BN stays
-    trainable), fake-quantized with ``qconfig`` or ``qconfig_for_bits(bits, qat=True)``."""
+    trainable), fake-quantized with ``qconfig`` or ``qconfig_for_bits(bits, qat=True)``.
+
+    ``reduce_range=None`` means :func:`reduce_range_needed` (7-bit activations at 8 bits on
+    x86 CPUs without VNNI, full 8 bits otherwise); read the grid from the model, e.g.
+    ``model.features[0].activation_post_process.quant_max``."""
     if not has_quant_stubs(model):
         raise QuantizationError(
             'QAT needs QuantStub/DeQuantStub: use pretrained("course_cnn_quant") or CourseCNN(quant_stubs=True).'
         )
-    _set_engine(backend)
+    backend = use_engine(backend)
+    if reduce_range is None:
+        reduce_range = reduce_range_needed(backend)
     m = copy.deepcopy(model).train()
     fuse_course_cnn(m, qat=True, inplace=True)
     m.qconfig = qconfig or qconfig_for_bits(
-        bits, per_channel=per_channel, qat=True, reduce_range=backend in ("x86", "fbgemm")
+        bits, per_channel=per_channel, qat=True, reduce_range=reduce_range
     )
     return tq.prepare_qat(m, inplace=True)
 
@@ -243,16 +290,19 @@ def fake_quant_ptq(
     bits: int = 8,
     per_channel: bool = True,
     num_batches: int | None = None,
-    backend: str = "x86",
+    backend: str | None = None,
+    reduce_range: bool | None = None,
 ) -> nn.Module:
     """PTQ simulated on a ``bits``-bit grid: the QAT graph of ``prepare_qat_model`` with MinMax
     observers, calibrated on ``calib_loader`` with BN frozen, then observers frozen (eval mode).
 
-    This is "QAT with zero training steps", so PTQ and QAT compare on the same fake-quant graph.
+    This is "QAT with zero training steps", so PTQ and QAT compare on the same fake-quant graph
+    (``reduce_range=None``: as :func:`prepare_qat_model`).
     """
-    qconfig = qconfig_for_bits(
-        bits, per_channel, qat=True, reduce_range=backend in ("x86", "fbgemm"), fake_quant_minmax=True
-    )
+    backend = use_engine(backend)
+    if reduce_range is None:
+        reduce_range = reduce_range_needed(backend)
+    qconfig = qconfig_for_bits(bits, per_channel, qat=True, reduce_range=reduce_range, fake_quant_minmax=True)
     m = prepare_qat_model(model, bits, backend, per_channel, qconfig=qconfig).eval()
     m.apply(nniqat.freeze_bn_stats)
     calibrate(m, calib_loader, num_batches)
@@ -332,13 +382,10 @@ def convert_qat(model: nn.Module) -> nn.Module:
 def _torchao_quantize(model: nn.Module, config_name: str) -> AoResult:
     try:
         import torchao.quantization as aoq
-    except Exception as err:  # pragma: no cover - torchao is a dependency
+    except ImportError as err:  # pragma: no cover - torchao is a dependency
         return AoResult(None, f"torchao is not importable: {err}")
     m = copy.deepcopy(model).eval()
-    try:
-        aoq.quantize_(m, getattr(aoq, config_name)())
-    except Exception as err:
-        return AoResult(None, f"torchao {config_name} failed on this machine: {type(err).__name__}: {err}")
+    aoq.quantize_(m, getattr(aoq, config_name)())  # a failure here is a bug to see, not to hide
     return AoResult(m, f"torchao quantize_ with {config_name}() on every nn.Linear")
 
 
@@ -363,27 +410,25 @@ def torchao_pt2e_x86(
     ``X86InductorQuantizer`` → calibrate → ``convert_pt2e``.
 
     The result is an exported graph with explicit quantize/dequantize ops (runs in eager;
-    ``torch.compile`` lowers it to int8 kernels). ``AoResult(None, reason)`` when unsupported.
+    ``torch.compile`` lowers it to int8 kernels). ``AoResult(None, reason)`` only when torchao's
+    PT2E modules are not importable; an export or quantization error raises.
     """
     try:
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e import allow_exported_model_train_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    except Exception as err:
+    except ImportError as err:
         return AoResult(None, f"torchao PT2E is not importable here: {type(err).__name__}: {err}")
     m = copy.deepcopy(model).eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*export.*", category=UserWarning)
-            batch = torch.export.Dim.AUTO  # any batch size, so calibration batches may differ
-            exported = torch.export.export(m, (example_input,), dynamic_shapes=({0: batch},)).module()
-        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
-        prepared = prepare_pt2e(exported, quantizer)
-        calibrate(prepared, calib, num_batches)
-        converted = convert_pt2e(prepared)
-        # exported graphs refuse .eval()/.train(); this makes them switch BN/dropout instead,
-        # so evaluate() and the comparison table can treat the result like any module
-        allow_exported_model_train_eval(converted)
-        return AoResult(converted, "torch.export + prepare_pt2e(X86InductorQuantizer) + convert_pt2e")
-    except Exception as err:
-        return AoResult(None, f"torchao PT2E failed on this machine: {type(err).__name__}: {err}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*export.*", category=UserWarning)
+        batch = torch.export.Dim.AUTO  # any batch size, so calibration batches may differ
+        exported = torch.export.export(m, (example_input,), dynamic_shapes=({0: batch},)).module()
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(exported, quantizer)
+    calibrate(prepared, calib, num_batches)
+    converted = convert_pt2e(prepared)
+    # exported graphs refuse .eval()/.train(); this makes them switch BN/dropout instead,
+    # so evaluate() and the comparison table can treat the result like any module
+    allow_exported_model_train_eval(converted)
+    return AoResult(converted, "torch.export + prepare_pt2e(X86InductorQuantizer) + convert_pt2e")

@@ -146,5 +146,58 @@ def test_torchao_paths_return_model_or_reason(cnn, loaders, digits) -> None:
     assert isinstance(res.reason, str)
     if res.model is not None:
         assert evaluate(res.model, loaders["test"]) >= evaluate(plain, loaders["test"]) - 0.02
-    bad = Q.torchao_pt2e_x86(plain, torch.randn(2, 3, 5, 5), loaders["train"])  # wrong input shape
-    assert bad.model is None and "failed" in bad.reason
+    with pytest.raises(Exception, match="channels"):  # wrong input shape: the error shows, not hidden
+        Q.torchao_pt2e_x86(plain, torch.randn(2, 3, 5, 5), loaders["train"])
+
+
+@pytest.mark.parametrize(
+    "supported, expected",
+    [
+        (["qnnpack", "onednn", "x86", "fbgemm"], "x86"),  # Linux x86 wheel
+        (["qnnpack", "fbgemm"], "fbgemm"),  # older x86 build
+        (["qnnpack", "none"], "qnnpack"),  # Apple silicon / ARM
+    ],
+)
+def test_select_engine_prefers_x86_then_fbgemm_then_qnnpack(monkeypatch, supported, expected) -> None:
+    assert Q.select_engine(supported) == expected
+    # supported_engines is a read-only descriptor on the module's class: patch it there
+    monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", supported)
+    assert Q.select_engine() == expected  # default: what this torch build reports
+
+
+def test_select_engine_without_int8_engine_explains(monkeypatch) -> None:
+    with pytest.raises(Q.QuantizationError, match="need one of x86, fbgemm, qnnpack"):
+        Q.select_engine(["none", "onednn"])
+    monkeypatch.setattr(type(torch.backends.quantized), "supported_engines", ["none"])
+    with pytest.raises(Q.QuantizationError, match="has none"):
+        Q.use_engine()
+
+
+def test_helpers_use_the_selected_engine(monkeypatch, cnn, loaders) -> None:
+    old = torch.backends.quantized.engine
+    monkeypatch.setattr(Q, "select_engine", lambda supported=None: "qnnpack")
+    try:
+        Q.static_ptq(cnn, loaders["train"], num_batches=1)
+        assert torch.backends.quantized.engine == "qnnpack"
+        assert Q.reduce_range_needed() is False  # qnnpack: full 8-bit activations
+        qat = Q.prepare_qat_model(cnn)
+        assert qat.features[0].activation_post_process.quant_max == 255
+    finally:
+        torch.backends.quantized.engine = old
+    with pytest.raises(Q.QuantizationError, match="Unknown backend"):
+        Q.use_engine("tpu")
+
+
+@pytest.mark.parametrize("vnni, expected_max", [(False, 127), (True, 255)])
+def test_8bit_qat_activations_are_7_bit_on_x86_without_vnni(monkeypatch, cnn, vnni, expected_max) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    assert Q.reduce_range_needed("x86") is (not vnni) and Q.reduce_range_needed("qnnpack") is False
+    qat = Q.prepare_qat_model(cnn, bits=8, backend="x86")
+    assert qat.features[0].activation_post_process.quant_max == expected_max
+    assert (
+        Q.prepare_qat_model(cnn, bits=8, backend="x86", reduce_range=False)
+        .features[0]
+        .activation_post_process.quant_max
+        == 255
+    )  # explicit full range wins
+    assert Q.prepare_qat_model(cnn, bits=4, backend="x86").features[0].activation_post_process.quant_max == 15
