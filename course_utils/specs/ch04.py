@@ -16,6 +16,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..exercise import Exercise, assert_same
 from .ch01 import _safe
+from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- 4.1 fold_conv_bn(conv, bn) -------------------------------------------------------------
 
@@ -185,11 +186,14 @@ def _patterns_case(seed: int) -> dict:
 
 def _patterns_edge_cases() -> list[dict]:
     return [
-        # nothing to fuse: ReLU before BN, pool between conv and relu
-        {
-            "layout": {"features": ["conv", "pool", "relu", "bn"], "classifier": ["flatten", "linear"]},
-            "seed": 1,
-        },
+        # nothing to fuse: ReLU before BN, pool between conv and relu ([] counts only with a regular case)
+        with_regular(
+            {
+                "layout": {"features": ["conv", "pool", "relu", "bn"], "classifier": ["flatten", "linear"]},
+                "seed": 1,
+            },
+            _patterns_case(4),
+        ),
         # greedy longest match: conv-bn-relu, not conv-bn then a lone relu
         {
             "layout": {"": ["conv", "bn", "relu", "relu", "conv", "relu", "bn", "relu", "flatten", "linear"]},
@@ -377,9 +381,9 @@ EXERCISES = [
         target="fusable_patterns",
         points=2,
         make_case=_patterns_case,
-        run=_patterns_run,
-        reference=_patterns_reference,
-        compare=_patterns_compare,
+        run=paired_run(_patterns_run),
+        reference=paired_reference(_patterns_reference),
+        compare=paired_compare(_patterns_compare),
         edge_cases=_patterns_edge_cases,
         public_seeds=(0, 1, 2),
         hint="for name, seq in model.named_modules(): if isinstance(seq, nn.Sequential), walk "
