@@ -45,6 +45,8 @@ __all__ = [
     "slice_batchnorm2d",
     "slice_linear",
     "remove_channels",
+    "CriterionResult",
+    "compare_channel_criteria",
     "Sensitivity",
     "sensitivity_scan",
     "SparsityCurve",
@@ -343,6 +345,65 @@ def remove_channels(
     new.classifier[1] = slice_linear(lin1, in_idx=feat_idx)
     new.classifier[3] = slice_linear(lin2)
     return new.train(model.training)
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """Accuracy of one channel criterion: right after removal and after a short fine-tune.
+
+    One entry per draw (``random``: one per seed; the other criteria are deterministic: one).
+    """
+
+    criterion: str
+    removed: list[float]
+    finetuned: list[float]
+    n: int  # examples the accuracies were measured on
+
+
+def _fresh_train_loader(loaders: dict, seed: int) -> dict:
+    """The same loaders, but the training one restarts its shuffling from ``seed`` (fair comparisons)."""
+    from torch.utils.data import DataLoader
+
+    train = loaders["train"]
+    g = torch.Generator().manual_seed(seed)
+    return {
+        **loaders,
+        "train": DataLoader(train.dataset, batch_size=train.batch_size, shuffle=True, generator=g),
+    }
+
+
+def compare_channel_criteria(
+    model: CourseCNN,
+    loaders: dict,
+    amount: int | float = 0.5,
+    criteria: Sequence[str] = CHANNEL_CRITERIA,
+    epochs: int = 1,
+    lr: float = 5e-4,
+    random_draws: int = 5,
+    eval_split: str = "test",
+    progress: bool = True,
+) -> dict[str, CriterionResult]:
+    """Remove ``amount`` of the channels of both convs by each criterion; accuracy before/after fine-tune.
+
+    Every fine-tune starts from the same seed and data order, so only the kept channels differ.
+    ``random`` is drawn ``random_draws`` times (seeds 0, 1, …). ``model`` is unchanged.
+    """
+    from tqdm.auto import tqdm
+
+    from .training import evaluate, seed_everything
+
+    jobs = [(c, s) for c in criteria for s in (range(random_draws) if c == "random" else [0])]
+    out: dict[str, CriterionResult] = {}
+    n = len(loaders[eval_split].dataset)
+    for crit, seed in tqdm(jobs, desc="channel criteria", disable=not progress, leave=False):
+        slim = remove_channels(model, amount, criterion=crit, seed=seed)
+        before = evaluate(slim, loaders[eval_split])
+        seed_everything(0)
+        finetune(slim, _fresh_train_loader(loaders, 0), epochs=epochs, lr=lr, progress=False)
+        res = out.setdefault(crit, CriterionResult(crit, [], [], n))
+        res.removed.append(before)
+        res.finetuned.append(evaluate(slim, loaders[eval_split]))
+    return out
 
 
 # --- sensitivity, curves, fine-tuning -----------------------------------------------------
