@@ -251,6 +251,11 @@ def _deq_compare(got: Any, expected: torch.Tensor, inputs: dict) -> None:
             f"{err}\n  q is {inputs['q'].dtype}: convert it to float (or int32) *before* subtracting "
             f"zero_point={inputs['zero_point']}, or uint8 arithmetic wraps around."
         ) from None
+    if got.dtype != expected.dtype:
+        raise AssertionError(
+            f"dequantize returned {got.dtype} values; they are right, but x̂ is float32 "
+            f"(as .dequantize() gives {expected.dtype}): compute with q.to(torch.float32)."
+        )
 
 
 # --- 5.4 quantize_per_channel -----------------------------------------------------------------------
@@ -358,6 +363,10 @@ def _obs_recipe(cls: Any, inputs: dict) -> dict:
 
     out: dict[str, Any] = {}
     obs = cls(dtype=inputs["dtype"], qscheme=inputs["qscheme"], reduce_range=inputs["reduce_range"])
+    buffers = dict(obs.named_buffers()) if isinstance(obs, nn.Module) else {}
+    out["min_val and max_val are buffers"] = "min_val" in buffers and "max_val" in buffers
+    out["min_val, max_val before any forward"] = [float(obs.min_val), float(obs.max_val)]
+    out["is_dynamic"] = getattr(obs, "is_dynamic", None)
     for b in inputs["batches"]:
         y = obs(b)
         if not (isinstance(y, torch.Tensor) and torch.equal(y, b)):
@@ -366,6 +375,15 @@ def _obs_recipe(cls: Any, inputs: dict) -> dict:
     out["min_val"] = float(obs.min_val)
     out["max_val"] = float(obs.max_val)
     scale, zp = obs.calculate_qparams()
+    out["scale is a float32 tensor of shape [1]"] = (
+        isinstance(scale, torch.Tensor) and scale.dtype == torch.float32 and list(scale.shape) == [1]
+    )
+    out["zero_point is an integer tensor of shape [1]"] = (
+        isinstance(zp, torch.Tensor)
+        and not zp.is_floating_point()
+        and zp.dtype != torch.bool
+        and list(zp.shape) == [1]
+    )
     out["scale"] = float(torch.as_tensor(scale).flatten()[0])
     out["zero_point"] = int(torch.as_tensor(zp).flatten()[0])
 
@@ -420,6 +438,21 @@ def _obs_compare(got: Any, expected: dict, inputs: dict) -> None:
         )
     except AssertionError as err:
         raise AssertionError(f"{err}\n  (your calc_qparams from 5.1 computes exactly this)") from None
+    if isinstance(got["in a QConfig"], str) and got["in a QConfig"].startswith("no with_args"):
+        raise AssertionError(f"inside a QConfig, prepare/convert failed: {got['in a QConfig']}")
+    stated = {  # what the exercise text requires, beyond MinMaxObserver's numbers
+        "min_val and max_val are buffers": "keep the running min and max in buffers min_val, max_val "
+        "(self.register_buffer), so they are saved in the state_dict",
+        "min_val, max_val before any forward": "min_val starts at +inf and max_val at -inf",
+        "is_dynamic": "call super().__init__(dtype=dtype, is_dynamic=False)",
+        "scale is a float32 tensor of shape [1]": "calculate_qparams() returns scale as a float32 "
+        "tensor of shape [1]",
+        "zero_point is an integer tensor of shape [1]": "calculate_qparams() returns zero_point as an "
+        "integer tensor of shape [1]",
+    }
+    for key, rule in stated.items():
+        if got.get(key) != expected[key]:
+            raise AssertionError(f"{rule} (got {key} = {got.get(key)!r}, expected {expected[key]!r}).")
     if isinstance(got["in a QConfig"], str):
         raise AssertionError(f"inside a QConfig, prepare/convert failed: {got['in a QConfig']}")
     assert_same(got["in a QConfig"], expected["in a QConfig"], inputs, path="converted model")
@@ -483,8 +516,23 @@ def _ptq_summary(model: Any, inputs: dict) -> dict:
     }
 
 
+def _ptq_untouched(quantize, inputs: dict) -> dict:
+    """``quantize(model, loader)`` summarized, plus whether the given model was left as it was."""
+    model = _ptq_model(inputs)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    types = [(n, type(m).__name__) for n, m in model.named_modules()]
+    out = _ptq_summary(quantize(model, _ptq_loader(inputs)), inputs)
+    after = model.state_dict()
+    out["the model you were given is unchanged"] = (
+        [(n, type(m).__name__) for n, m in model.named_modules()] == types
+        and set(after) == set(state)
+        and all(torch.equal(after[k], v) for k, v in state.items())
+    )
+    return out
+
+
 def _ptq_run(fn, inputs: dict) -> dict:
-    return _ptq_summary(fn(_ptq_model(inputs), _ptq_loader(inputs)), inputs)
+    return _ptq_untouched(fn, inputs)
 
 
 def _ptq_reference(inputs: dict) -> dict:
@@ -494,7 +542,7 @@ def _ptq_reference(inputs: dict) -> dict:
     fp32 = _ptq_model(inputs)
     with torch.no_grad():
         fp32_acc = float((fp32(inputs["test_x"]).argmax(1) == inputs["test_y"]).float().mean())
-    out = _quietly(lambda: _ptq_summary(static_ptq(fp32, _ptq_loader(inputs)), inputs))
+    out = _quietly(_ptq_untouched, static_ptq, inputs)
     out["fp32 accuracy"] = fp32_acc
     out["fp32 size_bytes"] = model_size_bytes(fp32)
     return out
@@ -503,6 +551,11 @@ def _ptq_reference(inputs: dict) -> dict:
 def _ptq_compare(got: Any, expected: dict, inputs: dict) -> None:
     if "returned" in got:
         raise AssertionError(f"return the quantized model (an nn.Module), not {got['returned']}.")
+    if not got["the model you were given is unchanged"]:
+        raise AssertionError(
+            "the model you were given was changed (its modules or weights): the exercise says not to. "
+            "Quantize a copy: m = copy.deepcopy(model).eval(), then fuse/prepare/convert m."
+        )
     if got["float Conv2d/Linear left"]:
         raise AssertionError(
             f"these layers are still float: {got['float Conv2d/Linear left']}. Set model.qconfig "
