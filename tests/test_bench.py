@@ -38,7 +38,7 @@ def test_bench_quick_writes_report_plot_and_json(tmp_path: Path, capsys: pytest.
         "--train-limit",
         "128",
     ]
-    argv += ["--root", str(root), "--out", str(out), "--skip-grading", "--no-progress"]
+    argv += ["--root", str(root), "--out", str(out), "--skip-grading", "--no-progress", "--no-compile"]
     assert bench.main(argv) == 0
 
     printed = capsys.readouterr().out
@@ -50,8 +50,22 @@ def test_bench_quick_writes_report_plot_and_json(tmp_path: Path, capsys: pytest.
     assert "| solutions/01_broken.ipynb |" in md and "failed: " in md
     assert "Not timed in this run (`--skip-grading`)" in md
     assert "1-min load average" in md and "CPU-minutes" in md
+    # the decomposition: every fp32 baseline and int8 path in one interleaved table, per thread count
+    assert "## Where the speed comes from" in md and "### 1 thread" in md
+    for row in (
+        "fp32 eager NCHW",
+        "fp32 BN folded",
+        "fp32 BN folded, channels_last",
+        "int8 eager (static PTQ)",
+    ):
+        assert f"| {row}" in md, row
+    assert "| fp32 torch.compile | n/a |" in md and "compile=False" in md  # says why it is missing
+    assert "(best fp32)" in md and "× vs best fp32" in md and "load average" in md
+    assert "faster than the best fp32" in md  # the headline names its baseline
+    assert "% ± " in md  # accuracy with its standard error
     assert "![benchmark plot](benchmarks.png)" in md
     assert (out / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "CPU capability" in md and torch.backends.cpu.get_cpu_capability() in md
 
     data = json.loads((out / "benchmarks.json").read_text())
     models = {m["name"]: m for m in data["models"]}
@@ -63,6 +77,14 @@ def test_bench_quick_writes_report_plot_and_json(tmp_path: Path, capsys: pytest.
     assert models["static int8"]["accuracy"] > models["fp32"]["accuracy"] - 0.05  # calibrated on 128 images
     for m in models.values():  # fine-tuned variants saw only 2 batches here: no accuracy claim
         assert 0.0 <= m["accuracy"] <= 1.0 and all(v > 0 for v in m["latency_ms"].values())
+        assert set(m["speedup"]) == set(m["latency_ms"]) and m["timed_as"]
+    speed1 = data["speed"]["1"]
+    best = min(
+        (r for r in speed1["rows"] if r["family"] == "fp32" and r["median_ms"]), key=lambda r: r["median_ms"]
+    )
+    assert speed1["best_fp32"] == best["name"] and best["vs_best_fp32"] == 1.0
+    static = next(r for r in speed1["rows"] if r["name"] == "int8 eager (static PTQ)")
+    assert models["static int8"]["speedup"]["1"] == pytest.approx(best["median_ms"] / static["median_ms"])
     counted = [t for t in data["targets"] if t["counted"]]
     assert {t["what"].split(" ")[0] for t in counted} >= {"static", "QAT", "50%"}
     assert data["all_targets_met"] == all(t["passed"] for t in counted)
@@ -80,10 +102,10 @@ def test_targets_pass_and_fail_at_the_thresholds() -> None:
         row("50% channels", 1.5, 1.0, 2),
     ]
     got = {(t.what, t.counted): t.passed for t in bench.targets(rows)}
-    assert got[("static int8 faster than fp32 (1 thread)", True)] is True
-    assert got[("static int8 faster than fp32 (2 threads)", False)] is False  # listed, not counted
-    assert got[("QAT int8 faster than fp32 (1 thread)", True)] is False
-    assert got[("50% channels faster than fp32 (1 thread)", True)] is True
+    assert got[("static int8 faster than the best fp32 (1 thread)", True)] is True
+    assert got[("static int8 faster than the best fp32 (2 threads)", False)] is False  # listed, not counted
+    assert got[("QAT int8 faster than the best fp32 (1 thread)", True)] is False
+    assert got[("50% channels faster than the best fp32 (1 thread)", True)] is True
     assert got[("static int8 smaller than fp32 (state_dict bytes)", True)] is False
     assert got[("QAT int8 smaller than fp32 (state_dict bytes)", True)] is True
 
