@@ -19,6 +19,7 @@ from torch import nn
 
 from ..exercise import Exercise, assert_same
 from .ch05 import _quietly
+from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- 6.1 FakeQuantSTE -------------------------------------------------------------------------
 
@@ -49,7 +50,7 @@ def _fq_edge_cases() -> list[dict]:
         "quant_min": 0,
         "quant_max": 15,
     }
-    return [zeros, outside, ties]
+    return [with_regular(zeros, _fq_case(0)), outside, ties]  # x = 0 gives x̂ = 0: not alone
 
 
 def _fq_args(inputs: dict) -> tuple:
@@ -189,6 +190,8 @@ def _qat_recipe(train_fn, inputs: dict) -> dict:
         versions.append(convbn.weight.detach().clone())
 
     model.register_forward_pre_hook(hook)
+    first_grad: list[torch.Tensor] = []  # the loss's gradient w.r.t. fc.weight at the first backward
+    model.fc.weight.register_hook(lambda g: None if first_grad else first_grad.append(g.detach().clone()))
     ds = torch.utils.data.TensorDataset(inputs["x"], inputs["y"])
     loader = torch.utils.data.DataLoader(ds, batch_size=inputs["batch"])
     before = [p.detach().clone() for p in model.parameters()]
@@ -219,7 +222,11 @@ def _qat_recipe(train_fn, inputs: dict) -> dict:
         "fake quantization on in every training step": all(r[2] for r in log),
         "weight updates between training steps": changed,
         "parameters changed": any(not torch.equal(a, p.detach()) for a, p in zip(before, model.parameters())),
+        _FIRST_GRAD: first_grad[0] if first_grad else None,
     }
+
+
+_FIRST_GRAD = "gradient of fc.weight at the first backward"
 
 
 def _reference_qat_train(model, loader, epochs, freeze_observer_epoch, freeze_bn_epoch, lr) -> None:
@@ -272,6 +279,19 @@ def _qat_compare(got: Any, expected: dict, inputs: dict) -> None:
         raise AssertionError(
             "fake quantization was switched off during training: freeze observers, not fake quant."
         )
+    g, e = got[_FIRST_GRAD], expected[_FIRST_GRAD]
+    cos = (
+        float(torch.nn.functional.cosine_similarity(g.flatten(), e.flatten(), dim=0))
+        if isinstance(g, torch.Tensor) and g.shape == e.shape
+        else float("nan")
+    )
+    if not cos > 0.999:
+        raise AssertionError(
+            f"the first backward's gradient does not point where cross-entropy's does (cosine {cos:.3f}): "
+            "train with the cross-entropy loss, F.cross_entropy(model(x), y) (or nn.CrossEntropyLoss())."
+        )
+    got = {k: v for k, v in got.items() if k != _FIRST_GRAD}  # any optimizer and scaling are fine
+    expected = {k: v for k, v in expected.items() if k != _FIRST_GRAD}
     if got["weight updates between training steps"] < n - 1:
         raise AssertionError(
             f"the weights changed between only {got['weight updates between training steps']} of {n - 1} "
@@ -287,9 +307,9 @@ EXERCISES = [
         target="FakeQuantSTE",
         points=2,
         make_case=_fq_case,
-        run=_fq_run,
-        reference=_fq_reference,
-        compare=_fq_compare,
+        run=paired_run(_fq_run),
+        reference=paired_reference(_fq_reference),
+        compare=paired_compare(_fq_compare),
         edge_cases=_fq_edge_cases,
         public_seeds=(0, 1, 2, 3),
         hint="forward: save the in-range mask with ctx.save_for_backward; backward: return "
