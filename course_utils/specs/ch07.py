@@ -95,21 +95,35 @@ def _replay(make_scaler, inputs: dict) -> dict:
     p = nn.Parameter(inputs["p0"].clone())
     opt = torch.optim.SGD([p], lr=0.05)
     scales, skipped, unscaled = [_read_scale(scaler)], [], []
+    in_place, skipped_returns = [], []
     for w, clip in zip(inputs["ws"], inputs["clip"]):
         opt.zero_grad(set_to_none=True)
         loss = (p * w).sum() + 0.5 * (p**2).sum()
         scaler.scale(loss).backward()
+        grad, ptr = p.grad, p.grad.data_ptr()
         if clip:
             scaler.unscale_(opt)
             if torch.isfinite(p.grad).all():
                 unscaled.append(p.grad.detach().clone())
             nn.utils.clip_grad_norm_([p], max_norm=1.0)
         before = p.detach().clone()
-        scaler.step(opt)
+        returned = scaler.step(opt)
+        in_place.append(p.grad is grad and p.grad.data_ptr() == ptr)
         skipped.append(bool(torch.equal(before, p.detach())))
+        if skipped[-1]:
+            skipped_returns.append(
+                None if returned is None else f"{type(returned).__name__} {returned!r}"[:60]
+            )
         scaler.update()
         scales.append(_read_scale(scaler))
-    return {"scales": scales, "skipped": skipped, "unscaled_grads": unscaled, "params": p.detach().clone()}
+    return {
+        "scales": scales,
+        "skipped": skipped,
+        "unscaled_grads": unscaled,
+        "params": p.detach().clone(),
+        "unscale_ divides .grad in place": all(in_place),
+        "step() return values of skipped steps": skipped_returns,
+    }
 
 
 def _scaler_run(cls, inputs: dict) -> dict:
@@ -155,6 +169,14 @@ def _scaler_compare(got: Any, expected: dict, inputs: dict) -> None:
                 "growth_interval finite steps in a row: scale *= growth_factor (only if the result is "
                 "still finite in float32, else keep the scale) and reset the counter."
             )
+    if not got["unscale_ divides .grad in place"]:
+        raise AssertionError(
+            "unscale_ replaced p.grad by a new tensor: divide every .grad by the scale *in place* "
+            "(p.grad.mul_(1 / scale) under torch.no_grad()), as GradScaler does."
+        )
+    if any(r is not None for r in got["step() return values of skipped steps"]):
+        bad = next(r for r in got["step() return values of skipped steps"] if r is not None)
+        raise AssertionError(f"a skipped step() returned {bad}: when inf/NaN was found, step() returns None.")
     assert_same(got["unscaled_grads"], expected["unscaled_grads"], inputs, path="grads after unscale_")
     assert_same(got["params"], expected["params"], inputs, path="final parameters", rtol=1e-5, atol=1e-6)
 
@@ -194,10 +216,11 @@ def _step_replay(step_fn, inputs: dict) -> dict:
         m.register_forward_hook(lambda _m, _i, out: dtypes.add(str(out.dtype).replace("torch.", "")))
         for m in (model.fc1, model.fc2)
     ]
-    losses, scales, skipped = [], [], []
+    losses, scales, skipped, types = [], [], [], set()
     for x, y in zip(inputs["xs"], inputs["ys"]):
         before = [p.detach().clone() for p in model.parameters()]
         loss = step_fn(model, opt, scaler, x, y, "cpu", torch.bfloat16, inputs["max_norm"])
+        types.add(type(loss).__name__)
         losses.append(float(loss))
         skipped.append(all(torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())))
         scales.append(float(scaler.get_scale()))
@@ -205,6 +228,7 @@ def _step_replay(step_fn, inputs: dict) -> dict:
         h.remove()
     return {
         "linear_output_dtypes": sorted(dtypes),
+        "type of the returned loss": sorted(types),
         "losses": losses,
         "skipped": skipped,
         "scales": scales,
@@ -260,6 +284,11 @@ def _step_compare(got: Any, expected: dict, inputs: dict) -> None:
                 f"{'skipped' if es else 'applied'} it (scale {used:g}). {why}"
             )
     assert_same(got["scales"], expected["scales"], inputs, path="scale after each step")
+    if got["type of the returned loss"] != expected["type of the returned loss"]:
+        raise AssertionError(
+            f"you returned the loss as {got['type of the returned loss']}: return it as a Python float "
+            "(loss.item()), as the exercise asks."
+        )
     for t, (gl, el) in enumerate(zip(got["losses"], expected["losses"])):
         if abs(gl - el) > 1e-3 * abs(el) + 1e-4:
             used = expected["scales"][t - 1] if t else inputs["init_scale"]
