@@ -198,22 +198,56 @@ def test_1_5_masking_instead_of_removing_fails() -> None:
     expect_failure("1.5", masks_only, "['shapes']")
 
 
+def _chain_by(score: Any, reorder: bool = False) -> Any:
+    """A 1.5 implementation that ranks channels by ``score(conv1, bn)`` (for mistakes)."""
+    from course_utils import pruning as P
+
+    def fn(conv1: nn.Conv2d, bn: nn.BatchNorm2d, conv2: nn.Conv2d, amount: int | float) -> tuple:
+        keep = P.top_channels(score(conv1, bn), amount)
+        if reorder:  # keep the right channels but in rank order, consistently in all three layers
+            keep = keep[torch.argsort(score(conv1, bn)[keep], descending=True)]
+        return (
+            P.slice_conv2d(conv1, out_idx=keep),
+            P.slice_batchnorm2d(bn, keep),
+            P.slice_conv2d(conv2, in_idx=keep),
+        )
+
+    return fn
+
+
+def test_1_5_ranking_by_bn_gamma_through_other_code_passes() -> None:
+    assert run_all(get_exercise("1.5"), _chain_by(lambda c, b: b.weight.detach().abs())) == []
+
+
 def test_1_5_forgetting_batchnorm_or_keeping_the_wrong_channels_fails() -> None:
     def keeps_bn(conv1, bn, conv2, amount):
         new1, _, new2 = solution("1.5")(conv1, bn, conv2, amount)
         return new1, bn, new2
 
     expect_failure("1.5", keeps_bn, "['shapes']['bn.weight']")
+    # the old criterion, the filter L1 norm: meaningless behind BatchNorm, so no longer accepted
+    expect_failure(
+        "1.5", _chain_by(lambda c, b: c.weight.detach().abs().sum((1, 2, 3))), "kept conv1 filters"
+    )
+    # signed γ instead of |γ|: a negative scale is as strong as a positive one
+    expect_failure("1.5", _chain_by(lambda c, b: b.weight.detach()), "kept conv1 filters")
+    expect_failure(
+        "1.5", _chain_by(lambda c, b: -b.weight.detach().abs()), "kept conv1 filters"
+    )  # the smallest
 
-    def smallest(conv1, bn, conv2, amount):
-        with torch.no_grad():
-            flipped = nn.Conv2d(
-                conv1.in_channels, conv1.out_channels, 3, padding=1, bias=conv1.bias is not None
-            )
-            flipped.weight.copy_(1.0 / conv1.weight)  # ranks channels upside down
-        return solution("1.5")(flipped, bn, conv2, amount)
 
-    expect_failure("1.5", smallest, "['output']")
+def test_1_5_reordering_or_returning_the_given_modules_fails() -> None:
+    # same function, but the channels are not in their original order
+    expect_failure("1.5", _chain_by(lambda c, b: b.weight.detach().abs(), reorder=True), "original order")
+
+    def same_objects(conv1, bn, conv2, amount):
+        new = solution("1.5")(conv1, bn, conv2, amount)
+        if all(a.weight.shape == b.weight.shape for a, b in zip(new, (conv1, bn, conv2))):
+            return conv1, bn, conv2  # nothing removed: hands back the originals
+        return new
+
+    expect_failure("1.5", same_objects, "['new_modules']")
+    expect_failure("1.5", lambda conv1, bn, conv2, amount: (conv1, bn, conv2), "['new_modules']")
 
 
 def _apply_no_buffer(module: nn.Module, name: str, mask: torch.Tensor) -> None:

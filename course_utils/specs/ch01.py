@@ -399,7 +399,8 @@ def _chain_case(seed: int) -> dict:
     return {
         "w1": torch.randn(c, cin, 3, 3, generator=g),
         "b1": torch.randn(c, generator=g) if bias else None,
-        "gamma": torch.rand(c, generator=g) + 0.5,
+        # signed scales (BN's γ may be negative): the ranking is by |γ|, not γ
+        "gamma": (torch.rand(c, generator=g) + 0.3) * (torch.randint(0, 2, (c,), generator=g) * 2 - 1),
         "beta": torch.randn(c, generator=g),
         "mean": torch.randn(c, generator=g),
         "var": torch.rand(c, generator=g) + 0.5,
@@ -454,15 +455,20 @@ def _chain_run(fn, inputs: dict) -> dict:
     return {
         "types": [type(m).__name__ for m in new],
         "shapes": shapes,
+        "kept conv1 filters (largest |γ|, original order)": new[0].weight.detach().clone()
+        if isinstance(new[0], nn.Conv2d)
+        else None,
         "output": out,
+        "new_modules": all(a is not b for a, b in zip(new, mods)),
         "originals_unchanged": unchanged,
     }
 
 
 def _chain_reference(inputs: dict) -> dict:
-    w1 = inputs["w1"]
-    mask = prune.LnStructured(inputs["amount"], n=1, dim=0).compute_mask(w1, torch.ones_like(w1))
-    keep = mask.flatten(1).any(dim=1).nonzero().squeeze(1)  # channels torch keeps, in order
+    w1, gamma = inputs["w1"], inputs["gamma"]
+    # network slimming: the channels whose BN scale |γ| prune.l1_unstructured keeps, in their order
+    mask = prune.L1Unstructured(inputs["amount"]).compute_mask(gamma, torch.ones_like(gamma))
+    keep = mask.nonzero().squeeze(1)
     b1 = None if inputs["b1"] is None else inputs["b1"][keep]
     h = F.conv2d(inputs["x"], w1[keep], b1, padding=1)
     h = F.batch_norm(
@@ -478,7 +484,9 @@ def _chain_reference(inputs: dict) -> dict:
             "bn.running_mean": [k],
             "conv2.weight": [cout, k, 3, 3],
         },
+        "kept conv1 filters (largest |γ|, original order)": w1[keep],
         "output": out,
+        "new_modules": True,
         "originals_unchanged": True,
     }
 
@@ -559,7 +567,8 @@ EXERCISES = [
         reference=_chain_reference,
         compare=_chain_compare,
         edge_cases=_chain_edges,
-        hint="keep = the conv1 output channels with the largest L1 norm (sorted); slice conv1 "
-        "weight/bias [keep], BN weight/bias/running stats [keep], conv2 weight [:, keep]; build new modules.",
+        hint="keep = the channels with the largest |bn.weight| (|γ|), as many as prune.l1_unstructured "
+        "keeps, sorted back into their original order; slice conv1 weight/bias [keep], BN weight/bias/running "
+        "stats [keep], conv2 weight [:, keep]; build new modules, never return the ones you were given.",
     ),
 ]
