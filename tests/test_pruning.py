@@ -256,3 +256,22 @@ def test_clone_model_copies_pruned_models_that_deepcopy_refuses() -> None:
     assert torch.equal(
         P.pruning_masks(twin)["features.0.weight"], P.pruning_masks(model)["features.0.weight"]
     )
+
+
+def test_compare_channel_criteria_measures_each_criterion_and_draw() -> None:
+    from course_utils.training import evaluate
+
+    model, loaders = _cnn(5), _loaders()
+    res = P.compare_channel_criteria(
+        model, loaders, 0.5, criteria=("bn_gamma", "random"), random_draws=2, progress=False
+    )
+    assert list(res) == ["bn_gamma", "random"] and res["bn_gamma"].n == 64
+    assert len(res["random"].removed) == len(res["random"].finetuned) == 2
+    assert res["bn_gamma"].removed == [evaluate(P.remove_channels(model, 0.5), loaders["test"])]
+    assert res["random"].removed[1] == evaluate(
+        P.remove_channels(model, 0.5, "random", seed=1), loaders["test"]
+    )
+    # fine-tuning the same channels from the same seed and data order gives the same result
+    again = P.compare_channel_criteria(model, loaders, 0.5, criteria=("bn_gamma",), progress=False)
+    assert again["bn_gamma"].finetuned == res["bn_gamma"].finetuned
+    assert model.features[0].out_channels == 8  # the input model is unchanged
