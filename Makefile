@@ -16,10 +16,14 @@ $(STAMP): requirements.lock pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (compression-course)" >/dev/null
 	touch $@
 
-setup: $(STAMP)
+# The course kernel loads course_utils.jupyter at start (figures as PNG, "run the first cell").
+KERNEL_JSON := $(VENV)/share/jupyter/kernels/$(KERNEL)/kernel.json
+$(KERNEL_JSON): course_utils/jupyter.py | $(STAMP)
+	$(PY) -m course_utils kernel >/dev/null
+
+setup: $(STAMP) $(KERNEL_JSON)
 
 # JupyterLab refuses to run as root (containers, CI) unless told so.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)

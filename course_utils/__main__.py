@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check the installation and say what to fix")
+    sub.add_parser("kernel", help="install the course Jupyter kernel into this environment")
     p = sub.add_parser("release", help="generate exercises/ from solutions/")
     p.add_argument("--check", action="store_true", help="only verify; exit 1 when stale")
     p.add_argument("--root", default=".", help="course root (holds solutions/ and exercises/)")
@@ -62,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         from .env import doctor
 
         return doctor()
+    if args.command == "kernel":
+        from .jupyter import install_kernelspec
+
+        print(f"Installed kernel 'compression-course' in {install_kernelspec()}")
+        return 0
     if args.command == "release":
         return _release(args)
     return _execute(args)

@@ -6,6 +6,10 @@ Conventions:
 - Solution code sits between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` lines.
 - Committed notebooks keep outputs only in cells whose source contains
   ``NBVAL_CHECK_OUTPUT`` (deterministic cells nbval compares under ``--nbval-lax``).
+- A cell that is meant to raise carries the ``raises-exception`` tag, committed: JupyterLab's
+  Run All continues past it, nbclient and nbval expect its error. (The older comment
+  ``# NBVAL_RAISES_EXCEPTION`` is turned into the tag by :func:`tag_raising_cells`: nbval warns
+  when both say the same.)
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ __all__ = [
     "read_notebook",
     "write_notebook",
     "strip_outputs",
+    "tag_raising_cells",
+    "RAISES_TAG",
     "execute_notebook",
     "solution_namespace",
 ]
@@ -29,6 +35,8 @@ __all__ = [
 EXERCISE_HEADING = re.compile(r"^(#{1,6})\s.*?\bExercise\s+(\d+\.\d+)\b", re.MULTILINE)
 _HEADING = re.compile(r"^(#{1,6})\s", re.MULTILINE)
 KEEP_OUTPUT_MARK = "NBVAL_CHECK_OUTPUT"
+RAISES_TAG = "raises-exception"
+_RAISES_COMMENT = re.compile(r"^[ \t]*#[ \t]*NBVAL_RAISES_EXCEPTION[^\n]*(\n|$)", re.MULTILINE)
 
 
 def read_notebook(path: str | Path) -> NotebookNode:
@@ -76,8 +84,28 @@ def strip_outputs(nb: NotebookNode) -> NotebookNode:
     return nb
 
 
+def tag_raising_cells(nb: NotebookNode) -> list[int]:
+    """Give every cell marked ``# NBVAL_RAISES_EXCEPTION`` the ``raises-exception`` tag instead
+    (the comment line is removed). Returns the indices of all cells tagged to raise."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if _RAISES_COMMENT.search(cell.source):
+            cell.source = _RAISES_COMMENT.sub("", cell.source)
+            tags = cell.metadata.setdefault("tags", [])
+            if RAISES_TAG not in tags:
+                tags.append(RAISES_TAG)
+        if RAISES_TAG in cell.metadata.get("tags", []):
+            out.append(i)
+    return out
+
+
 def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -> NotebookNode:
-    """Run a notebook top to bottom in its folder, keep only the marked outputs, write it back."""
+    """Run a notebook top to bottom in its folder, keep only the marked outputs, write it back.
+
+    Errors are allowed only in cells tagged ``raises-exception`` (and such a cell must raise).
+    """
     import tempfile
 
     from jupyter_client.manager import KernelManager
@@ -85,11 +113,7 @@ def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -
 
     path = Path(path)
     nb = read_notebook(path)
-    raising = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_RAISES_EXCEPTION" in c.source]
-    for cell in raising:  # let nbclient run past the cells that must raise
-        tags = cell.metadata.setdefault("tags", [])
-        if "raises-exception" not in tags:
-            tags.append("raises-exception")
+    raising = tag_raising_cells(nb)
     with tempfile.TemporaryDirectory() as sockets:  # unix sockets: no TCP port, no plaintext warning
         km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
         try:
@@ -100,10 +124,9 @@ def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -
         finally:  # nbclient leaves a kernel it did not create running
             if km.has_kernel:
                 km.shutdown_kernel(now=True)
-    for cell in raising:  # nbval warns when the comment and the tag both say "raises"
-        cell.metadata["tags"].remove("raises-exception")
-        if not cell.metadata["tags"]:
-            del cell.metadata["tags"]
+    silent = [i for i in raising if not any(o.output_type == "error" for o in nb.cells[i].outputs)]
+    if silent:
+        raise RuntimeError(f"{path.name}: cells {silent} are tagged {RAISES_TAG!r} but did not raise.")
     strip_outputs(nb)
     if write:
         write_notebook(nb, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from course_utils.notebooks import execute_notebook, exercise_sections, solution_namespace, strip_outputs
 
@@ -38,15 +39,32 @@ def test_execute_keeps_only_marked_outputs_and_runs_past_expected_errors(tmp_pat
         _nb(
             nbformat.v4.new_code_cell("print('noise')"),
             nbformat.v4.new_code_cell("# NBVAL_RAISES_EXCEPTION\nraise ValueError('expected')"),
+            nbformat.v4.new_code_cell("raise KeyError('x')", metadata={"tags": ["raises-exception"]}),
             nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)"),
         ),
         str(path),
     )
     execute_notebook(path, timeout=60)
     cells = nbformat.read(str(path), as_version=4).cells
-    assert cells[0].outputs == [] and cells[1].outputs == []
-    assert [o.text for o in cells[2].outputs] == ["42\n"]
-    assert all("tags" not in c.metadata for c in cells), "the temporary raises-exception tag must go"
+    assert cells[0].outputs == [] and cells[1].outputs == [] and cells[2].outputs == []
+    assert [o.text for o in cells[3].outputs] == ["42\n"]
+    # the old comment became the tag JupyterLab honours (Run All continues); the tag stays committed
+    assert cells[1].source == "raise ValueError('expected')"
+    assert cells[1].metadata["tags"] == ["raises-exception"] == cells[2].metadata["tags"]
+
+
+def test_execute_fails_on_an_untagged_error_and_on_a_tagged_cell_that_does_not_raise(tmp_path: Path) -> None:
+    from nbclient.exceptions import CellExecutionError
+
+    path = tmp_path / "demo.ipynb"
+    nbformat.write(_nb(nbformat.v4.new_code_cell("1 / 0")), str(path))
+    with pytest.raises(CellExecutionError, match="ZeroDivisionError"):
+        execute_notebook(path, timeout=60, write=False)
+    nbformat.write(
+        _nb(nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["raises-exception"]})), str(path)
+    )
+    with pytest.raises(RuntimeError, match="did not raise"):
+        execute_notebook(path, timeout=60, write=False)
 
 
 def test_strip_outputs_clears_counts_and_widget_state() -> None:
