@@ -50,7 +50,7 @@ class ModelRow:
     speedup: dict[int, float] = field(default_factory=dict)
     size_ratio: float = 1.0
     accuracy_se: float = 0.0  # binomial standard error of ``accuracy`` (a fraction)
-    timed_as: str = ""  # the row of the interleaved run this latency comes from
+    timed_as: dict[int, str] = field(default_factory=dict)  # threads -> row of the interleaved run
 
 
 @dataclass
@@ -220,7 +220,11 @@ def measure_variants(
             timed = [table[n] for n in TIMED_AS[row.name] if table[n].median_ms is not None]
             if timed:
                 best = min(timed, key=lambda r: r.median_ms)
-                row.latency_ms[t], row.speedup[t], row.timed_as = best.median_ms, best.vs_best_fp32, best.name
+                row.latency_ms[t], row.speedup[t], row.timed_as[t] = (
+                    best.median_ms,
+                    best.vs_best_fp32,
+                    best.name,
+                )
     return list(rows.values()), tables
 
 

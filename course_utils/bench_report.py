@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .speed import faster_or_slower
+
 if TYPE_CHECKING:
     from .bench import BenchConfig, ModelRow, Target
     from .bench_course import GradingRow, NotebookRow
@@ -115,7 +117,7 @@ def headlines(speed_tables: dict[int, SpeedTable]) -> list[str]:
                 out.append(f"{name} ({th}): not timed — {r.how}")
                 continue
             out.append(
-                f"**{name}: {r.vs_best_fp32:.2f}× faster than the best fp32** ({tab.best_fp32}), "
+                f"**{name}: {faster_or_slower(r.vs_best_fp32)} than the best fp32** ({tab.best_fp32}), "
                 f"{th}, batch {tab.batch}; {r.vs_first:.2f}× vs fp32 eager NCHW "
                 f"(load average {fmt_load(tab.load_before)} → {fmt_load(tab.load_after)})"
             )
@@ -208,7 +210,12 @@ def render_markdown(
         body.append(cells)
     out += _md_table(head, body)
     out += ["", "How each variant was made (all from the same fp32 weights):", ""]
-    out += [f"- **{r.name}**: {r.how} (latency: row `{r.timed_as}`)" for r in rows]
+    out += [
+        f"- **{r.name}**: {r.how} (latency: "
+        + ", ".join(f"row `{n}` at {t}T" for t, n in sorted(r.timed_as.items()))
+        + ")"
+        for r in rows
+    ]
     out += [
         "",
         "† `FlopCounterMode` does not see quantized kernels; the count is that of the float graph "

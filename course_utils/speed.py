@@ -37,6 +37,7 @@ __all__ = [
     "SpeedTable",
     "cpu_summary",
     "decomposition",
+    "faster_or_slower",
     "load_average",
     "measure_interleaved",
 ]
@@ -74,6 +75,11 @@ class SpeedRow:
     setup_s: float = 0.0  # compile time (first call), 0 for eager
     vs_best_fp32: float | None = None  # best fp32 ms / this ms
     vs_first: float | None = None  # first row's ms / this ms
+
+
+def faster_or_slower(ratio: float) -> str:
+    """``"2.01× faster"`` for a ratio ≥ 1, ``"1.30× slower"`` (= 1/ratio) below 1."""
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
 
 def load_average() -> float | None:
@@ -281,13 +287,13 @@ class SpeedTable:
         )
 
     def headline(self, name: str) -> str:
-        """``"<name>: 4.1× faster than the best fp32 (<best>), batch 64, 1 thread"``."""
+        """``"<name>: 4.10× faster than the best fp32 (<best>), batch 64, 1 thread"`` (or "slower")."""
         r = self[name]
         t = "thread" if self.threads == 1 else "threads"
         if r.vs_best_fp32 is None:
             return f"{name}: not timed ({r.how})"
         return (
-            f"{name}: {r.vs_best_fp32:.2f}× faster than the best fp32 ({self.best_fp32}), "
+            f"{name}: {faster_or_slower(r.vs_best_fp32)} than the best fp32 ({self.best_fp32}), "
             f"batch {self.batch}, {self.threads} {t}"
         )
 

@@ -53,6 +53,8 @@ def test_ratios_are_against_the_fastest_fp32_not_the_first_row() -> None:
     assert "fast fp32 (best fp32)" in md and "not available: no compiler" in md and "| n/a |" in md
     assert "batch 4, 1 thread" in md and "load average" in md and "CPU capability" in md
     assert "faster than the best fp32 (fast fp32), batch 4, 1 thread" in tab.headline("int8")
+    assert "slower than the best fp32" in tab.headline("slow fp32")
+    assert speed.faster_or_slower(2.0) == "2.00× faster" and speed.faster_or_slower(0.5) == "2.00× slower"
     assert "<table>" in tab._repr_html_() and "slow fp32" in str(tab)
 
 
