@@ -157,6 +157,10 @@ def collect() -> Report:
     probe = cdir if cdir.exists() else next((p for p in cdir.parents if p.exists()), Path("/"))
     if not os.access(probe, os.W_OK):
         r.fixes.append(f"The cache folder {cdir} is not writable: set COURSE_CACHE_DIR to a writable folder.")
+    from .grading.sandbox import bwrap_problem, cgroup_backend
+
+    sb = bwrap_problem()
+    r.info.append(("grader sandbox", f"bubblewrap; {cgroup_backend()}" if sb is None else f"NONE ({sb})"))
     return r
 
 

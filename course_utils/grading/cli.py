@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from .results import STATUSES, Limits, SubmissionResult
 
-__all__ = ["main", "collect_submissions", "UsageError"]
+__all__ = ["main", "collect_submissions", "safe_student_id", "UsageError"]
+
+RESERVED = {"grades.csv", "grades", "results.json", "feedback.html", "summary.txt"}
 
 
 class UsageError(Exception):
@@ -30,24 +33,57 @@ def _default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def collect_submissions(paths: list[str]) -> list[tuple[str, Path]]:
-    """``(student id, path)`` for every file given and every ``*.ipynb`` in folders given."""
+def safe_student_id(stem: str) -> str:
+    """A student id usable as a folder name in ``--out``: no separators, no ``..``, no hidden
+    name, not an output file's name, valid UTF-8 (undecodable bytes are escaped), ≤ 100 chars."""
+    s = stem.encode("utf-8", "backslashreplace").decode("utf-8")
+    s = re.sub(r"[^\w.@+-]", "_", s).lstrip(".")[:100]
+    if not s:
+        s = "student"
+    if s.lower() in RESERVED or s.lower().startswith((".grade", "grades.csv")):
+        s = f"student-{s}"
+    return s
+
+
+def collect_submissions(paths: list[str], notes: list[str] | None = None) -> list[tuple[str, Path]]:
+    """``(student id, path)`` for every file given and every ``*.ipynb`` in folders given
+    (also ``.x.ipynb``, never macOS's ``._x.ipynb`` resource forks).
+
+    Ids are ``safe_student_id(file stem)``; when two submissions get the same id, the later one
+    is graded as ``id~2`` (``~3``, ...) and a line is added to ``notes``.
+    """
     found: list[Path] = []
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found += sorted(f for f in p.glob("*.ipynb") if f.is_file() and not f.name.startswith("."))
-        elif p.is_file():
+            found += sorted(
+                f
+                for f in p.glob("*.ipynb")
+                if (f.is_file() or f.is_symlink()) and not f.name.startswith("._")
+            )
+        elif p.is_file() or p.is_symlink():
             found.append(p)
         else:
             raise UsageError(f"{raw}: no such file or folder.")
     if not found:
         raise UsageError("no submissions: give .ipynb files or folders that contain some.")
     items: dict[str, Path] = {}
+    seen: set[Path] = set()
     for f in found:
-        sid = f.stem
-        if sid in items and items[sid].resolve() != f.resolve():
-            raise UsageError(f"two submissions have the student id {sid!r}: {items[sid]} and {f}.")
+        key = Path(os.path.abspath(f))
+        if key in seen:  # the same file given twice
+            continue
+        seen.add(key)
+        base = safe_student_id(f.name[: -len(".ipynb")] if f.name.endswith(".ipynb") else f.stem)
+        sid, n = base, 1
+        while sid.lower() in {k.lower() for k in items}:
+            n += 1
+            sid = f"{base}~{n}"
+        if sid != base and notes is not None:
+            notes.append(
+                f"student id {base!r} is used by {items[base] if base in items else 'another file'} "
+                f"and {f}: the latter is graded as {sid!r}."
+            )
         items[sid] = f
     return sorted(items.items())
 
@@ -82,6 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory-mb", type=int, default=Limits.memory_mb, help="memory limit of each kernel (MiB)"
     )
+    p.add_argument(
+        "--sandbox",
+        choices=("bwrap", "auto", "none"),
+        default="bwrap",
+        help="bwrap: each kernel in a bubblewrap sandbox, refuse when it cannot start (default); "
+        "auto: the sandbox when it can start, else none (said in every results.json); none: no sandbox",
+    )
+    p.add_argument(
+        "--no-sandbox", action="store_true", help="same as --sandbox none (prints what is not protected)"
+    )
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on a Dask scheduler (tcp://host:8786) instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     return p
@@ -113,10 +159,31 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from None
     if args.jobs < 1 or args.timeout <= 0 or args.submission_timeout <= 0 or args.memory_mb < 256:
         raise UsageError("--jobs must be >= 1, timeouts > 0 and --memory-mb >= 256.")
-    items = collect_submissions(args.paths)
+    notes: list[str] = []
+    items = collect_submissions(args.paths, notes)
     _check_out(args.out)
+    mode = "none" if args.no_sandbox else args.sandbox
+    from .sandbox import UNPROTECTED, SandboxUnavailable, choose
+
+    if not args.scheduler:  # Dask workers check on their side (each submission says so)
+        try:
+            _, note = choose(mode)
+        except SandboxUnavailable as err:
+            raise UsageError(
+                f"cannot sandbox student code here: {err}. Install bubblewrap, or pass --sandbox auto / "
+                "--no-sandbox to grade without a sandbox (see docs/GRADING.md)."
+            ) from None
+        if not args.quiet or mode != "bwrap":
+            print(f"grade: {note}.", file=sys.stderr)
+    if mode == "none":
+        print(f"grade: warning: {UNPROTECTED}", file=sys.stderr)
+    for n in notes:
+        print(f"grade: note: {n}", file=sys.stderr)
     limits = Limits(
-        cell_timeout=args.timeout, submission_timeout=args.submission_timeout, memory_mb=args.memory_mb
+        cell_timeout=args.timeout,
+        submission_timeout=args.submission_timeout,
+        memory_mb=args.memory_mb,
+        sandbox=mode,
     )
     if args.scheduler:
         try:
@@ -135,7 +202,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     results: list[SubmissionResult] = []
     for r in tqdm(stream, total=len(items), desc="grading", unit="nb", disable=args.quiet):
-        write_submission(args.out, r)
+        try:
+            write_submission(args.out, r)
+        except Exception as err:  # one student's report must never stop the others
+            print(
+                f"grade: could not write the report of {r.student!r}: {type(err).__name__}", file=sys.stderr
+            )
         results.append(r)
     ids = [e.id for e in exercises]
     path = write_grades(args.out, results, ids)

@@ -32,10 +32,13 @@ def worker_died_result(student: str, assignment: str, why: str) -> SubmissionRes
     return SubmissionResult(student, name, res, notes=[msg])
 
 
-def _grade_path(path: str, assignment: str, limits: Limits) -> SubmissionResult:
+def _grade_path(path: str, assignment: str, limits: Limits, student: str) -> SubmissionResult:
     from .runner import grade_submission
 
-    return grade_submission(path, assignment, limits)
+    try:
+        return grade_submission(path, assignment, limits, student=student)
+    except Exception as err:  # a grader bug: this student's error row, never the batch
+        return worker_died_result(student, assignment, f"internal grader error ({type(err).__name__})")
 
 
 def map_local(items: list[Item], assignment: str, limits: Limits, jobs: int) -> Iterator[SubmissionResult]:
@@ -43,7 +46,7 @@ def map_local(items: list[Item], assignment: str, limits: Limits, jobs: int) -> 
     ctx = multiprocessing.get_context("spawn")
     broken: list[Item] = []
     with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-        futures = {pool.submit(_grade_path, str(p), assignment, limits): (s, p) for s, p in items}
+        futures = {pool.submit(_grade_path, str(p), assignment, limits, s): (s, p) for s, p in items}
         for fut in as_completed(futures):
             try:
                 yield fut.result()
@@ -57,9 +60,21 @@ def map_local(items: list[Item], assignment: str, limits: Limits, jobs: int) -> 
     for s, p in broken:  # isolate: find the one that kills its worker
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             try:
-                yield pool.submit(_grade_path, str(p), assignment, limits).result()
+                yield pool.submit(_grade_path, str(p), assignment, limits, s).result()
             except BrokenProcessPool:
                 yield worker_died_result(s, assignment, "the grading process was killed while running it")
+
+
+def _read_capped(p: Path) -> bytes:
+    """The submission's bytes (an oversized one is replaced by as many bytes + 1 as the cap: error row)."""
+    from . import safefs
+    from .runner import MAX_NOTEBOOK_MB
+
+    cap = MAX_NOTEBOOK_MB * 2**20
+    try:
+        return safefs.read_regular(p.parent, p.name, cap)
+    except OSError:
+        return b"x" * (cap + 1) if p.is_file() and p.stat().st_size > cap else b""
 
 
 def map_dask(items: list[Item], assignment: str, limits: Limits, address: str) -> Iterator[SubmissionResult]:
@@ -79,7 +94,7 @@ def map_dask(items: list[Item], assignment: str, limits: Limits, address: str) -
             fut = client.submit(
                 grade_notebook_bytes,
                 s,
-                p.read_bytes(),
+                _read_capped(p),
                 assignment,
                 limits,
                 key=f"grade-{run}-{s}",

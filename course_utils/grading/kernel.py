@@ -1,11 +1,13 @@
-"""What runs inside the student's kernel during grading: call the student's object on inputs.
+"""The harness that calls the student's object: sent as source into the kernel at judge time.
 
-The grader writes the inputs with ``torch.save``; ``run_exercise`` loads them with
-``torch.load(weights_only=True)``, seeds ``torch``/``numpy``/``random`` before each case,
-calls ``exercise.run(student_object, inputs)`` and saves one file per case, so the cases
-finished before a timeout or a crash still count. Nothing here decides a score: the grader
-loads these files in its own process and runs ``reference`` and ``compare`` there, so a
-student who patches this module, torch or builtins can only change their own outputs.
+The grader reads this file and executes it in a fresh namespace inside the student's kernel
+(``harness_cell``), so patching or replacing an importable module cannot swap it. It loads
+the exercise's ``run`` (a cloudpickle by value, see ``kernelpkg.py``) and the inputs the grader
+made, seeds ``random``/``numpy``/``torch`` before each case, calls ``run(student_object,
+inputs)`` and ``torch.save``s one record per case (so cases finished before a timeout or a
+crash still count). Nothing here decides a score and nothing here knows an expected value:
+the reference and the comparison never enter the sandbox, so code that tampers with this
+harness can only change its own outputs to something it could have computed anyway.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import torch
-
-__all__ = ["run_exercise", "seed_case", "CASE_SEED_BASE"]
+__all__ = ["CASE_SEED_BASE", "harness_cell", "run_cases", "seed_case"]
 
 CASE_SEED_BASE = 20240  # the seed before case i is CASE_SEED_BASE + i
 
 
 def seed_case(i: int) -> None:
     """Seed python, numpy and torch before case ``i`` (deterministic grading)."""
+    import torch
+
     seed = CASE_SEED_BASE + i
     random.seed(seed)
     torch.manual_seed(seed)
@@ -37,11 +39,13 @@ def seed_case(i: int) -> None:
 
 
 def _where(err: BaseException) -> str:
-    """The last traceback frame in the student's code (not course_utils, not torch)."""
+    """The last traceback frame in the student's code (not the harness, course_utils or torch)."""
     frames = [
         f
         for f in traceback.extract_tb(err.__traceback__)
-        if "course_utils" not in f.filename and "site-packages" not in f.filename
+        if "course_utils" not in f.filename
+        and "site-packages" not in f.filename
+        and not f.filename.startswith("<course-grader")
     ]
     if not frames:
         return ""
@@ -50,6 +54,8 @@ def _where(err: BaseException) -> str:
 
 
 def _save(record: dict, path: Path) -> None:
+    import torch
+
     tmp = path.with_suffix(".tmp")
     try:
         torch.save(record, tmp)
@@ -65,27 +71,28 @@ def _save(record: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def run_exercise(assignment: str, exercise_id: str, inputs_path: str, out_dir: str, namespace: dict) -> None:
+def run_cases(target: str, run_path: str, inputs_path: str, out_dir: str, namespace: dict) -> None:
     """Run the student's ``target`` on every case of ``inputs_path``; write ``out_dir/<i>.pt``."""
-    from .assignment import find_exercise
+    import cloudpickle
+    import torch
 
-    ex = find_exercise(assignment, exercise_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if ex.target not in namespace:
+    if target not in namespace:
         _save({"missing": True}, out / "missing.pt")
         return
-    obj: Any = namespace[ex.target]
+    obj: Any = namespace[target]
     module = str(getattr(obj, "__module__", "") or "")
     if module.startswith("course_utils"):  # e.g. `from course_utils.metrics import sparsity` later on
-        _save({"shadowed": f"{module}.{getattr(obj, '__qualname__', ex.target)}"}, out / "missing.pt")
+        _save({"shadowed": f"{module}.{getattr(obj, '__qualname__', target)}"}, out / "missing.pt")
         return
+    run = cloudpickle.loads(Path(run_path).read_bytes())
     cases = torch.load(inputs_path, weights_only=True)
     for i, inputs in enumerate(cases):
         seed_case(i)
         t0 = time.perf_counter()
         try:
-            value = ex.run(obj, inputs)
+            value = run(obj, inputs)
             record: dict = {"ok": True, "value": value}
         except NotImplementedError:
             record = {"ok": False, "kind": "not_implemented"}
@@ -99,3 +106,14 @@ def run_exercise(assignment: str, exercise_id: str, inputs_path: str, out_dir: s
             }
         record["seconds"] = time.perf_counter() - t0
         _save(record, out / f"{i}.pt")
+
+
+def harness_cell(target: str, run_path: str, inputs_path: str, out_dir: str) -> str:
+    """The code cell the grader executes in the kernel: this file's source, then one call."""
+    src = Path(__file__).read_text(encoding="utf-8")
+    src = src.replace("from __future__ import annotations\n", "")  # exec'd below, not imported
+    call = f"\nrun_cases({target!r}, {run_path!r}, {inputs_path!r}, {out_dir!r}, _NS)\n"
+    return (
+        f"exec(compile({src + call!r}, '<course-grader>', 'exec'), "
+        "{'__name__': '__course_grader__', '_NS': globals()})"
+    )

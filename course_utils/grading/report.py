@@ -23,6 +23,7 @@ __all__ = [
     "atomic_write",
     "exercise_output",
     "results_json",
+    "csv_cell",
     "feedback_html",
     "write_submission",
     "write_grades",
@@ -37,7 +38,7 @@ def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as f:
             f.write(text)
         os.replace(tmp, path)
     except BaseException:
@@ -76,7 +77,12 @@ def exercise_output(e: ExerciseResult) -> str:
 
 
 def results_json(r: SubmissionResult) -> dict:
-    """Gradescope's autograder ``results.json`` (``status`` uses the grader's six statuses)."""
+    """Gradescope's autograder ``results.json``.
+
+    A test's ``status`` is only ``passed`` or ``failed`` (the two values Gradescope documents);
+    the grader's finer status (error, timeout, crashed, missing) starts the test's ``output``
+    and is in ``extra_data.statuses``.
+    """
     return {
         "score": r.score,
         "max_score": r.max_score,
@@ -88,13 +94,19 @@ def results_json(r: SubmissionResult) -> dict:
                 "number": e.id,
                 "score": e.score,
                 "max_score": e.max_score,
-                "status": e.status,
-                "output": exercise_output(e),
+                "status": "passed" if e.status == "passed" else "failed",
+                "output": (f"[{e.status}] " if e.status not in ("passed", "failed") else "")
+                + exercise_output(e),
                 "visibility": "visible",
             }
             for e in r.exercises
         ],
-        "extra_data": {"student": r.student, "assignment": r.assignment, "flags": r.flags},
+        "extra_data": {
+            "student": r.student,
+            "assignment": r.assignment,
+            "statuses": {e.id: e.status for e in r.exercises},
+            "flags": r.flags,
+        },
     }
 
 
@@ -142,15 +154,25 @@ def write_submission(out_dir: Path, r: SubmissionResult) -> None:
     atomic_write(d / "feedback.html", feedback_html(r))
 
 
+def csv_cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading ``= + - @`` (or tab/CR) gets a ``'``."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def write_grades(out_dir: Path, results: list[SubmissionResult], exercise_ids: list[str]) -> Path:
     """``grades.csv``: ``student,score,max_score`` then one column per exercise id."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["student", "score", "max_score", *exercise_ids])
+    w.writerow(["student", "score", "max_score", *(csv_cell(i) for i in exercise_ids)])
     for r in sorted(results, key=lambda r: r.student):
         by_id = {e.id: e.score for e in r.exercises}
         w.writerow(
-            [r.student, f"{r.score:g}", f"{r.max_score:g}", *(f"{by_id.get(i, 0):g}" for i in exercise_ids)]
+            [
+                csv_cell(r.student),
+                f"{r.score:g}",
+                f"{r.max_score:g}",
+                *(f"{by_id.get(i, 0):g}" for i in exercise_ids),
+            ]
         )
     path = out_dir / "grades.csv"
     atomic_write(path, buf.getvalue())

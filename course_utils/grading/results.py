@@ -22,10 +22,13 @@ class Limits:
 
     cell_timeout: float = 120.0  # one notebook cell, and the hidden tests of one exercise
     submission_timeout: float = 900.0  # wall clock for the whole submission
-    memory_mb: int = 2048  # RLIMIT_DATA of the kernel process (heap + anonymous mmap)
+    memory_mb: int = 2048  # RLIMIT_DATA of the kernel; its cgroup (all processes, shared mmap) + 1 GiB
     max_output_mb: int = 64  # largest serialized output of one case the grader will load
     max_restarts: int = 6  # kernel restarts per submission after a timeout or a crash
     startup_timeout: float = 120.0  # kernel start
+    sandbox: str = "bwrap"  # "bwrap" (refuse without it), "auto" (bwrap when it starts), "none"
+    disk_mb: int = 1024  # the writable box (a tmpfs of this size when the grader runs as root)
+    max_processes: int = 256  # pids in the sandbox's cgroup (threads count)
 
 
 @dataclass

@@ -4,56 +4,40 @@ A pure function of its arguments (the submission file is only read), safe to map
 process pool or a Dask cluster. Steps:
 
 1. parse the notebook (unreadable → every exercise ``missing`` with the reason);
-2. start a kernel under limits (``launcher.py``) in a fresh temporary directory holding a
-   copy of the notebook, and run every code cell with a per-cell timeout; a cell that times
-   out or kills the kernel is *poisoned*: the kernel is restarted and the notebook re-run
-   without it, so only the exercise(s) that depend on that cell lose points;
-3. per exercise, write the grading inputs (made here, in the grader) to a file, let
-   ``kernel.run_exercise`` call the student's object on them, load the outputs back with
-   ``torch.load(weights_only=True)`` and judge them here with ``reference`` + ``compare``.
+2. start a kernel in its own sandbox (``sandbox.py``: bubblewrap namespaces, a cgroup, one
+   writable *box* holding a copy of the notebook) under limits (``launcher.py``), and run every
+   code cell with a per-cell timeout; a cell that times out or kills the kernel is *poisoned*:
+   the kernel is restarted and the notebook re-run without it, so only the exercise(s) that
+   depend on that cell lose points;
+3. per exercise, write the grading inputs and the ``run`` half of the spec (made here, in the
+   grader) into the box, execute the harness (``kernel.py``, sent as source) on the student's
+   object, read the outputs back without following links (``safefs.py``) and judge them in the
+   separate bounded judge process (``judge.py``) against ``reference`` values computed here.
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import json
-import math
-import os
-import re
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import nbformat
-import torch
 from nbformat import NotebookNode
 
 from ..exercise import Exercise
 from ..notebooks import exercise_sections
+from . import safefs, sandbox
 from .assignment import load_assignment
-from .kernel import seed_case
-from .results import CaseResult, ExerciseResult, Limits, SubmissionResult, aggregate
+from .batch import BATCH
+from .flags import exercise_flags, notebook_flags
+from .judge import clean_text
+from .results import ExerciseResult, Limits, SubmissionResult, aggregate
+from .session import Session
 
-__all__ = ["grade_submission", "grade_notebook_bytes", "student_id"]
+__all__ = ["grade_submission", "grade_notebook_bytes", "student_id", "MAX_NOTEBOOK_MB"]
 
-KERNEL_NAME = "course-grader"
-_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
-_SUSPICIOUS = {
-    "course_utils.grading": "imports the grader",
-    "course_utils.specs": "imports the exercise specs (reference solutions)",
-    "get_exercise": "looks up exercise specs",
-    ".reference(": "calls a reference implementation",
-    "_REGISTRY": "touches the exercise registry",
-    "import builtins": "patches builtins",
-    "sys.modules": "patches sys.modules",
-    "setrlimit": "changes resource limits",
-    "os.kill": "sends signals",
-}
+MAX_NOTEBOOK_MB = 20  # larger submissions get an error row without a kernel
 
 
 class _BadNotebook(ValueError):
@@ -109,333 +93,19 @@ def _cell_name(nb: NotebookNode, idx: int) -> str:
     return f'cell {idx + 1} ("{first[:60]}")'
 
 
-def _flags(nb: NotebookNode) -> list[str]:
-    out = []
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        for needle, what in _SUSPICIOUS.items():
-            if needle in cell.source:
-                out.append(f"{_cell_name(nb, i)} {what} (`{needle}`)")
-    return out[:20]
-
-
-# ---- grading inputs and expected values (made in the grader, cached per process) ------------
-
-_PREPARED: dict[tuple[str, str], tuple[bytes, list[Any], int]] = {}
-
-
-def _prepare(assignment: str, ex: Exercise) -> tuple[bytes, list[Any], int]:
-    """``(serialized inputs, expected outputs, number of public cases)`` for one exercise."""
-    key = (assignment, ex.id)
-    if key not in _PREPARED:
-        seed_case(-1)
-        cases = ex.cases(hidden=True)
-        buf = io.BytesIO()
-        torch.save(cases, buf)
-        expected = []
-        for i, inputs in enumerate(torch.load(io.BytesIO(buf.getvalue()), weights_only=True)):
-            seed_case(i)
-            expected.append(ex.reference(inputs))
-        _PREPARED[key] = (buf.getvalue(), expected, len(ex.public_seeds))
-    return _PREPARED[key]
-
-
-# ---- the kernel session ----------------------------------------------------------------------
-
-
-def _kernel_env(work: Path) -> dict[str, str]:
-    env = {k: os.environ[k] for k in _ENV_KEEP if k in os.environ}
-    home = work / "home"
-    (home / "tmp").mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(home),
-        TMPDIR=str(home / "tmp"),
-        IPYTHONDIR=str(home / ".ipython"),
-        MPLCONFIGDIR=str(home / ".matplotlib"),
-        MPLBACKEND="Agg",
-        COURSE_CACHE_DIR=str(work / "cache"),
-        OMP_NUM_THREADS="1",
-        MKL_NUM_THREADS="1",
-        OPENBLAS_NUM_THREADS="1",
-        CUDA_VISIBLE_DEVICES="",
-        PYTHONHASHSEED="0",
-        PYTHONDONTWRITEBYTECODE="1",
-        TQDM_DISABLE="1",
-    )
-    return env
-
-
-def _copy_model_cache(work: Path) -> None:
-    """A private copy of the pretrained-model cache: student writes never reach the real one."""
-    dst = work / "cache"
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        from ..training import cache_dir
-
-        src = cache_dir()
-    except Exception:
-        return
-    if src.is_dir():
-        for f in src.glob("*.pt"):
-            if f.is_file() and f.stat().st_size < 200 * 2**20:
-                shutil.copy2(f, dst / f.name)
-
-
-def _write_kernelspec(work: Path, limits: Limits) -> Path:
-    kdir = work / "kernels" / KERNEL_NAME
-    kdir.mkdir(parents=True)
-    spec = {
-        "argv": [
-            sys.executable,
-            "-m",
-            "course_utils.grading.launcher",
-            "--memory-mb",
-            str(limits.memory_mb),
-            "--file-mb",
-            str(max(4 * limits.max_output_mb, 256)),
-            "--",
-            "-f",
-            "{connection_file}",
-        ],
-        "display_name": "course grader",
-        "language": "python",
-    }
-    (kdir / "kernel.json").write_text(json.dumps(spec))
-    return kdir.parent
-
-
-class _Session:
-    """One submission's kernel(s): run the notebook, skip poisoned cells, run the tests."""
-
-    def __init__(self, nb: NotebookNode, work: Path, limits: Limits, deadline: float) -> None:
-        self.nb, self.work, self.limits, self.deadline = nb, work, limits, deadline
-        self.code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
-        self.sections = exercise_sections(nb)
-        self.poisoned: dict[int, str] = {}
-        self.cell_errors: dict[int, str] = {}
-        self.restarts = 0
-        self.out_of_time = False
-        self.gave_up = ""
-        self.client: Any = None
-        self.kernel_dirs = _write_kernelspec(work, limits)
-        self.env = _kernel_env(work)
-        self.runs = 0
-
-    # -- kernel lifetime
-    def _start(self) -> None:
-        from jupyter_client.kernelspec import KernelSpecManager
-        from jupyter_client.manager import AsyncKernelManager
-
-        from .client import GradingClient
-
-        ksm = KernelSpecManager(kernel_dirs=[str(self.kernel_dirs)])
-        km = AsyncKernelManager(
-            kernel_name=KERNEL_NAME,
-            kernel_spec_manager=ksm,
-            connection_file=str(self.work / f"connection-{self.runs}.json"),
-            transport="ipc",  # unix sockets in the temp dir: no TCP port is opened
-            ip=str(self.work / f"ipc-{self.runs}"),
-        )
-        self.runs += 1
-        scratch = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("")])
-        self.client = GradingClient(
-            scratch,
-            km=km,
-            timeout=int(self.limits.cell_timeout),
-            startup_timeout=int(self.limits.startup_timeout),
-            allow_errors=True,
-            interrupt_on_timeout=False,
-            shutdown_kernel="immediate",
-            iopub_timeout=4,
-            record_timing=False,
-            store_widget_state=False,
-        )
-        with open(self.work / "kernel.log", "ab") as log:  # the kernel's own stdout/stderr
-            self.client.start_new_kernel(
-                cwd=str(self.work / "run"), env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
-            )
-        self.client.start_new_kernel_client()
-
-    def stop(self) -> None:
-        if self.client is not None:
-            try:
-                self.client._cleanup_kernel()
-            except Exception:
-                pass
-            self.client = None
-
-    def _remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def _exec(self, source: str, timeout: float) -> tuple[str, dict | None]:
-        """``("ok", error-or-None)``, ``("timeout", None)`` or ``("crashed", None)``."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-        cell = nbformat.v4.new_code_cell(source)
-        self.client.timeout = max(1, int(math.ceil(timeout)))
-        try:
-            self.client.execute_cell(cell, 0, store_history=False)
-        except CellTimeoutError:
-            return "timeout", None
-        except DeadKernelError:
-            return "crashed", None
-        except RuntimeError as err:  # e.g. "Kernel didn't respond" / channel closed
-            return "crashed", {"ename": "RuntimeError", "evalue": str(err)}
-        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
-        return "ok", (errors[0] if errors else None)
-
-    # -- step 2: the notebook
-    def run_notebook(self) -> bool:
-        """Run all non-poisoned cells in a new kernel; True when the kernel is alive afterwards."""
-        while True:
-            self.stop()
-            try:
-                self._start()
-            except Exception as err:
-                self.gave_up = f"the kernel did not start ({type(err).__name__}: {str(err)[:200]})"
-                self.stop()
-                return False
-            self.cell_errors.clear()
-            died = False
-            for idx, cell in self.code:
-                if idx in self.poisoned:
-                    continue
-                remaining = self._remaining()
-                if remaining <= 0:
-                    self.out_of_time = True
-                    return False
-                outcome, err = self._exec(cell.source, min(self.limits.cell_timeout, remaining))
-                if outcome == "ok":
-                    if err is not None:
-                        self.cell_errors[idx] = (
-                            f"{err.get('ename', 'Error')}: {str(err.get('evalue', ''))[:300]}"
-                        )
-                    continue
-                if outcome == "timeout" and self._remaining() <= 0.5:
-                    self.out_of_time = True
-                    self.stop()
-                    return False
-                self.poisoned[idx] = outcome
-                died = True
-                break
-            if not died:
-                return True
-            self.stop()
-            if self.restarts >= self.limits.max_restarts:
-                self.gave_up = f"the kernel died or hung {self.restarts + 1} times; grading stopped there"
-                return False
-            self.restarts += 1
-
-    # -- step 3: the tests of one exercise
-    def run_tests(self, assignment: str, ex: Exercise, res: ExerciseResult) -> str:
-        """Run ``ex`` on the grading inputs in the kernel; fill ``res.cases``. Returns the outcome."""
-        inputs_bytes, expected, n_public = _prepare(assignment, ex)
-        tdir = self.work / "grading" / ex.id
-        tdir.mkdir(parents=True, exist_ok=True)
-        for f in tdir.glob("*"):
-            f.unlink()
-        inputs_path, out_dir = tdir / "inputs.pt", tdir / "out"
-        inputs_path.write_bytes(inputs_bytes)
-        source = (
-            "__import__('course_utils.grading.kernel', fromlist=['run_exercise']).run_exercise("
-            f"{assignment!r}, {ex.id!r}, {str(inputs_path)!r}, {str(out_dir)!r}, globals())"
-        )
-        remaining = self._remaining()
-        if remaining <= 0:
-            self.out_of_time = True
-            res.status = "timeout"
-            res.message = "The submission's time limit ran out before this exercise was tested."
-            return "timeout"
-        outcome, err = self._exec(source, min(self.limits.cell_timeout, remaining))
-        inputs = torch.load(io.BytesIO(inputs_bytes), weights_only=True)
-        missing = out_dir / "missing.pt"
-        if missing.exists():
-            rec = self._load(missing)
-            if isinstance(rec, dict) and "shadowed" in rec:
-                res.status = "error"
-                res.message = (
-                    f"`{ex.target}` at the end of your notebook is `{str(rec['shadowed'])[:120]}`, not the "
-                    f"code you wrote: a later import or assignment replaced it. Rename that import."
-                )
-            else:
-                res.status = "missing"
-            return outcome
-        stopped = False
-        for i, (inp, exp) in enumerate(zip(inputs, expected)):
-            hidden = i >= n_public
-            index = i - n_public + 1 if hidden else i + 1
-            path = out_dir / f"{i}.pt"
-            if path.exists():
-                rec = self._load(path)
-                case = self._judge(ex, rec, copy.deepcopy(exp), inp, hidden, index, self.limits.memory_mb)
-            elif outcome in ("timeout", "crashed"):
-                what = "took too long" if outcome == "timeout" else "crashed the kernel"
-                msg = f"not run: an earlier case {what}" if stopped else f"your code {what}"
-                if outcome == "timeout" and not stopped:
-                    msg += f" (limit {self.limits.cell_timeout:.0f} s for all cases of this exercise)"
-                case = CaseResult(index, hidden, outcome, msg)
-                stopped = True
-            else:
-                reason = f"{err.get('ename')}: {str(err.get('evalue'))[:300]}" if err else "no output"
-                case = CaseResult(index, hidden, "error", f"the grader could not run your code ({reason})")
-            res.cases.append(case)
-        return outcome
-
-    def _load(self, path: Path) -> Any:
-        size = path.stat().st_size
-        if size > self.limits.max_output_mb * 2**20:
-            return {"ok": False, "kind": "too_big", "message": f"{size / 2**20:.0f} MiB"}
-        try:
-            return torch.load(path, weights_only=True)
-        except Exception as err:
-            return {"ok": False, "kind": "unloadable", "message": str(err)[:2000]}
-
-    @staticmethod
-    def _judge(
-        ex: Exercise, rec: Any, expected: Any, inputs: dict, hidden: bool, index: int, limits_mb: int = 0
-    ) -> CaseResult:
-        seconds = float(rec.get("seconds", 0.0)) if isinstance(rec, dict) else 0.0
-        if not isinstance(rec, dict) or ("ok" not in rec):
-            return CaseResult(index, hidden, "error", "the output file was not written by the grader")
-        if rec["ok"] is True and "value" in rec:
-            try:
-                ex.compare(rec["value"], expected, inputs)
-            except AssertionError as err:
-                return CaseResult(index, hidden, "failed", str(err)[:2000], seconds)
-            except Exception as err:
-                return CaseResult(index, hidden, "failed", f"{type(err).__name__}: {err}"[:2000], seconds)
-            return CaseResult(index, hidden, "passed", "", seconds)
-        kind = rec.get("kind")
-        if kind == "not_implemented":
-            msg = "not implemented yet (`raise NotImplementedError()` is still there)"
-        elif kind == "raised":
-            where = f" {rec.get('where', '')}" if rec.get("where") else ""
-            msg = f"your code raised {rec.get('type', 'an exception')}"
-            if rec.get("type") == "MemoryError" or "can't allocate memory" in str(rec.get("message", "")):
-                msg += f" (the memory limit is {limits_mb} MiB)"
-            msg += (
-                f":{where}"
-                if hidden
-                else f": {str(rec.get('message', ''))[:500]}" + (f"\n  {where}" if where else "")
-            )
-        elif kind == "unserializable":
-            msg = f"your result cannot be sent back to the grader ({rec.get('type')}: {rec.get('message')})"
-        elif kind == "too_big":
-            msg = f"your result is too large to grade ({rec.get('message')})"
-        elif kind == "unloadable":
-            msg = "your result contains something other than tensors, numbers, strings, lists or dicts"
-            m = re.search(r"GLOBAL ([\w.]+)", str(rec.get("message", "")))
-            msg += f" (found {m.group(1)})" if m else ""
-        else:
-            msg = "the output file was not written by the grader"
-        return CaseResult(index, hidden, "error", msg, seconds)
+def _flags(nb: NotebookNode, exercises: list[Exercise], sections: dict[int, str]) -> list[str]:
+    code = [(i, c.source) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    out = notebook_flags([(_cell_name(nb, i), src) for i, src in code])
+    for ex in exercises:
+        cells = [(_cell_name(nb, i), src) for i, src in code if sections.get(i) == ex.id]
+        out += exercise_flags(ex, cells)
+    return [clean_text(f, 300) for f in out[:30]]
 
 
 # ---- the pure per-submission function ----------------------------------------------------------
 
 
-def _summary(ex: Exercise, res: ExerciseResult, session: _Session | None) -> None:
+def _summary(ex: Exercise, res: ExerciseResult, session: Session | None) -> None:
     """Fill ``res.status``/``res.message`` for exercises whose target never ran."""
     if res.cases:
         aggregate(res)
@@ -473,32 +143,61 @@ def _summary(ex: Exercise, res: ExerciseResult, session: _Session | None) -> Non
         )
 
 
+def _unreadable(out: SubmissionResult, why: str, status: str = "missing") -> SubmissionResult:
+    for r in out.exercises:
+        r.status, r.message = status, f"Your submission could not be graded: {why}. Nothing was graded."
+    out.notes.append(f"Not graded: {why}.")
+    return out
+
+
 def grade_notebook_bytes(
-    student: str, data: bytes, assignment: str, limits: Limits | None = None
+    student: str, data: bytes, assignment: str, limits: Limits | None = None, sandbox_mode: str | None = None
 ) -> SubmissionResult:
-    """Grade the notebook ``data`` of ``student`` (the pure function mapped by pools and Dask)."""
+    """Grade the notebook ``data`` of ``student`` (the pure function mapped by pools and Dask).
+
+    ``sandbox_mode`` (default ``limits.sandbox``): ``"bwrap"`` (refuse without bubblewrap: every
+    exercise ``error``), ``"auto"`` (bubblewrap when it can start, else unsandboxed, noted in
+    ``notes``), ``"none"`` (unsandboxed). Never raises for anything the student did.
+    """
     limits = limits or Limits()
+    mode = sandbox_mode or limits.sandbox
     t0 = time.monotonic()
     name, exercises = load_assignment(assignment)
     results = [ExerciseResult(e.id, e.title, float(e.points)) for e in exercises]
     out = SubmissionResult(student, name, results)
+    if len(data) > MAX_NOTEBOOK_MB * 2**20:
+        return _unreadable(
+            out,
+            f"the notebook is {len(data) / 2**20:.0f} MB, over the {MAX_NOTEBOOK_MB} MB limit (clear outputs)",
+            "error",
+        )
     try:
         nb = _parse(data)
     except _BadNotebook as err:
-        for r in results:
-            r.status, r.message = "missing", f"Your submission could not be read: {err}. Nothing was graded."
-        out.notes.append(f"Unreadable submission: {err}.")
+        _unreadable(out, str(err))
         out.seconds = round(time.monotonic() - t0, 2)
         return out
-    out.flags = _flags(nb)
-    session: _Session | None = None
+    try:
+        use_bwrap, note = sandbox.choose(mode)
+    except sandbox.SandboxUnavailable as err:
+        return _unreadable(out, f"the sandbox cannot start on the grading machine ({err})", "error")
+    if not use_bwrap:
+        out.notes.append(f"Grading note: {note}.")
+    session: Session | None = None
     with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp:
         work = Path(tmp)
+        box = work / "box"
+        box.mkdir()
+        mounted = use_bwrap and sandbox.mount_box(box, limits.disk_mb)
         try:
-            (work / "run").mkdir()
-            (work / "run" / "submission.ipynb").write_bytes(data)  # a copy; the original is never touched
-            _copy_model_cache(work)
-            session = _Session(nb, work, limits, t0 + limits.submission_timeout)
+            out.flags = _flags(nb, exercises, exercise_sections(nb))
+            safefs.write_new(box, "run/submission.ipynb", data)  # a copy; the original is never touched
+            safefs.make_dirs(box, "home/tmp")
+            snap = BATCH.model_cache()
+            for f in sorted(snap.glob("*.pt")) if snap else []:
+                safefs.write_new(box, f"cache/{f.name}", f.read_bytes())
+            safefs.make_dirs(box, "cache")
+            session = Session(nb, work, limits, t0 + limits.submission_timeout, use_bwrap, name)
             alive = session.run_notebook()
             for ex, res in zip(exercises, results):
                 if not alive:
@@ -519,11 +218,16 @@ def grade_notebook_bytes(
         except Exception as err:  # a grader bug must not stop the batch or hide other scores
             for r in results:
                 if not r.cases and r.status == "missing" and not r.message:
-                    r.status, r.message = "error", f"Internal grader error ({type(err).__name__}: {err})."
-            out.notes.append(f"Internal grader error: {type(err).__name__}: {str(err)[:300]}")
+                    r.status, r.message = (
+                        "error",
+                        f"Internal grader error ({type(err).__name__}: {clean_text(err, 300)}).",
+                    )
+            out.notes.append(f"Internal grader error: {type(err).__name__}: {clean_text(err, 300)}")
         finally:
             if session is not None:
                 session.stop()
+            if mounted:
+                sandbox.unmount_box(box)
         for ex, res in zip(exercises, results):
             if not res.message:
                 _summary(ex, res, session)
@@ -540,15 +244,30 @@ def grade_notebook_bytes(
     return out
 
 
-def grade_submission(path: str | Path, assignment: str, limits: Limits | None = None) -> SubmissionResult:
-    """Grade one submitted notebook file; never raises for anything the student did."""
+def grade_submission(
+    path: str | Path,
+    assignment: str,
+    limits: Limits | None = None,
+    sandbox: str | None = None,
+    student: str | None = None,
+) -> SubmissionResult:
+    """Grade one submitted notebook file; never raises for anything the student did.
+
+    ``sandbox``: ``"auto"`` | ``"bwrap"`` | ``"none"`` (default ``limits.sandbox``, ``"bwrap"``);
+    ``student``: the id to report (default: the file name without ``.ipynb``).
+    """
     path = Path(path)
+    sid = student or student_id(path)
     try:
-        data = path.read_bytes()
+        if path.stat().st_size > MAX_NOTEBOOK_MB * 2**20:
+            data = b"x" * (MAX_NOTEBOOK_MB * 2**20 + 1)  # only its size matters: error row
+        else:
+            data = safefs.read_regular(path.parent, path.name, MAX_NOTEBOOK_MB * 2**20)
     except OSError as err:
         name, exercises = load_assignment(assignment)
         res = [ExerciseResult(e.id, e.title, float(e.points), "missing") for e in exercises]
+        why = err.strerror or str(err)
         for r in res:
-            r.message = f"Your submission could not be read ({err.strerror}). Nothing was graded."
-        return SubmissionResult(student_id(path), name, res, notes=[f"Unreadable file: {err.strerror}"])
-    return grade_notebook_bytes(student_id(path), data, assignment, limits)
+            r.message = f"Your submission could not be read ({why}). Nothing was graded."
+        return SubmissionResult(sid, name, res, notes=[f"Unreadable file: {why}"])
+    return grade_notebook_bytes(sid, data, assignment, limits, sandbox)
