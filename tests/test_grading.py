@@ -31,7 +31,21 @@ def batch(tmp_path_factory):
     expected = write_submissions(subs)
     before = {p.name: _sha(p) for p in subs.iterdir()}
     out = root / "out"
-    rc = grade([str(SPEC), str(subs), "--out", str(out), "--jobs", "2", "--timeout", TIMEOUT, "--quiet"])
+    rc = grade(
+        [
+            str(SPEC),
+            str(subs),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--timeout",
+            TIMEOUT,
+            "--sandbox",
+            "auto",
+            "--quiet",
+        ]
+    )
     return {"rc": rc, "out": out, "subs": subs, "expected": expected, "before": before}
 
 
@@ -46,8 +60,12 @@ def test_batch_completes_with_exit_0(batch):
 
 @pytest.mark.parametrize("student", NAMES)
 def test_status_per_exercise(batch, student):
-    got = {t["number"]: t["status"] for t in _results(batch, student)["tests"]}
-    assert got == batch["expected"][student]
+    res = _results(batch, student)
+    assert res["extra_data"]["statuses"] == batch["expected"][student]
+    for t in res["tests"]:  # Gradescope sees passed/failed; the finer status opens the output
+        st = res["extra_data"]["statuses"][t["number"]]
+        assert t["status"] == ("passed" if st == "passed" else "failed")
+        assert st in ("passed", "failed") or t["output"].startswith(f"[{st}]")
 
 
 def test_scores_and_partial_credit(batch):
@@ -78,7 +96,7 @@ def test_gradescope_format(batch):
     assert isinstance(res["score"], float) and isinstance(res["tests"], list)
     for t in res["tests"]:
         assert set(t) >= {"name", "score", "max_score", "status", "output"}
-        assert t["status"] in ("passed", "failed", "error", "timeout", "crashed", "missing")
+        assert t["status"] in ("passed", "failed")
         assert 0 <= t["score"] <= t["max_score"]
 
 
@@ -129,7 +147,19 @@ def test_regrading_is_deterministic_and_overwrites_cleanly(batch, tmp_path):
     write_submissions(sub, names)
     out = tmp_path / "out"
     for _ in range(2):  # the second run overwrites the first in place
-        args = [str(SPEC), str(sub), "--out", str(out), "--jobs", "2", "--timeout", TIMEOUT, "--quiet"]
+        args = [
+            str(SPEC),
+            str(sub),
+            "--out",
+            str(out),
+            "--jobs",
+            "2",
+            "--timeout",
+            TIMEOUT,
+            "--sandbox",
+            "auto",
+            "--quiet",
+        ]
         assert grade(args) == 0
     for s in names:
         again, first = _results({"out": out}, s), _results(batch, s)

@@ -61,7 +61,9 @@ def test_feedback_escapes_student_text_and_shortens_hidden_cases():
     assert "<script>" not in page and "&lt;script&gt;" in page and "<b>eve</b>" not in page
     text = exercise_output(ex)
     assert "hidden case 2 failed: result: got 1, expected 2" in text and "second line" not in text
-    assert json.loads(json.dumps(results_json(r)))["tests"][0]["status"] == "error"
+    res = json.loads(json.dumps(results_json(r)))
+    assert res["tests"][0]["status"] == "failed" and res["extra_data"]["statuses"] == {"0.1": "error"}
+    assert res["tests"][0]["output"].startswith("[error] ")
 
 
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
@@ -89,9 +91,6 @@ def test_cli_misuse_is_one_line_and_exit_2(tmp_path, capsys):
     assert "no submissions" in _misuse(capsys, ["1", str(tmp_path / "empty"), "--out", out])
     assert "cannot write to --out" in _misuse(capsys, ["1", str(sub), "--out", str(sub)])
     assert "Spec file" in _misuse(capsys, [str(tmp_path / "none.py"), str(sub), "--out", out])
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "alice.ipynb").write_text("{}")
-    assert "student id 'alice'" in _misuse(capsys, ["1", str(sub), str(tmp_path / "b"), "--out", out])
     empty = [n for n in CHAPTERS if not chapter_exercises(n)]
     if empty:
         assert "no exercises yet" in _misuse(capsys, [str(empty[0]), str(sub), "--out", out])
@@ -119,3 +118,66 @@ def test_spec_file_assignment_loads_the_test_exercises():
     assert [e.id for e in exercises] == [e.id for e in EXERCISES] and name.endswith("grading_spec.py")
     assert find_exercise(name, "0.2").target == "scale_rows"
     assert notebook().cells  # the builder used by the batch tests works
+
+
+def test_student_ids_are_safe_folder_names_and_clashes_are_reported(tmp_path):
+    from course_utils.grading.cli import collect_submissions, safe_student_id
+    from course_utils.grading.report import csv_cell
+
+    assert safe_student_id("grades.csv") == "student-grades.csv"
+    assert safe_student_id("..") == "student" and safe_student_id("a/../b") == "a_.._b"
+    assert safe_student_id("\udcff\udcfeb") == "_udcff_udcfeb" and safe_student_id("Zoë") == "Zoë"
+    assert csv_cell("=1+1") == "'=1+1" and csv_cell("@SUM(A1)") == "'@SUM(A1)" and csv_cell("bob") == "bob"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        (tmp_path / d / "alice.ipynb").write_text("{}")
+    notes: list[str] = []
+    items = collect_submissions([str(tmp_path / "a"), str(tmp_path / "b")], notes)
+    assert [s for s, _ in items] == ["alice", "alice~2"] and "graded as 'alice~2'" in notes[0]
+
+
+def test_result_files_are_read_only_when_regular_and_small(tmp_path):
+    import os
+
+    from course_utils.grading import safefs
+    from course_utils.grading.judge import load_result
+
+    (tmp_path / "ok.pt").write_bytes(b"data")
+    os.mkfifo(tmp_path / "fifo.pt")
+    (tmp_path / "link.pt").symlink_to("/etc/passwd")
+    (tmp_path / "d").symlink_to("/etc")
+    assert safefs.read_regular(tmp_path, "ok.pt", 10) == b"data"
+    for rel in ("fifo.pt", "link.pt", "d/passwd"):  # never blocks, never follows a link
+        with pytest.raises(OSError):
+            safefs.read_regular(tmp_path, rel, 10)
+    with pytest.raises(OSError):
+        safefs.read_regular(tmp_path, "ok.pt", 3)
+    safefs.write_new(tmp_path, "new/inputs.pt", b"x")  # never writes through a link
+    with pytest.raises(OSError):
+        safefs.write_new(tmp_path, "d/evil", b"x")
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", bytes(300 * 2**20))
+    assert len(buf.getvalue()) < 2**20 and load_result(buf.getvalue())["kind"] == "too_big"
+
+
+def test_flags_come_from_the_syntax_tree_per_exercise():
+    from course_utils.exercise import get_exercise
+    from course_utils.grading.flags import exercise_flags, notebook_flags
+
+    ex = get_exercise("1.2")
+    for src in (
+        "def l1_unstructured_mask(w, amount):\n    return prune.l1_unstructured(m, 'weight', amount)",
+        "from torch.nn.utils.prune import l1_unstructured as f",
+        "def f(w, a):\n    return getattr(prune, 'l1_' + 'unstructured')(m, 'weight', a)",
+    ):
+        assert any("torch.nn.utils.prune.l1_unstructured" in f for f in exercise_flags(ex, [("cell 3", src)]))
+    assert exercise_flags(ex, [("cell 3", "def f(w, a):\n    return w.abs().flatten().topk(3)")]) == []
+    split = "m = __import__('course_' + 'utils.sp' + 'ecs.ch01')\nk = __import__(''.join(['course_utils', '.gra', 'ding']))"
+    flags = notebook_flags([("cell 2", split)])
+    assert any("specs" in f for f in flags) and any("grader" in f for f in flags)
+    assert notebook_flags([("cell 2", "import torch\nx = torch.ones(3)")]) == []
