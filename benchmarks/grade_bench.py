@@ -1,10 +1,13 @@
-"""Grade N copies of a chapter's solution with --jobs 1 and --jobs 2; print the speedup.
+"""Grade N copies of a chapter's solution sandboxed and with --no-sandbox, at --jobs 1 and 2.
 
-    .venv/bin/python benchmarks/grade_bench.py [--chapter 1] [--copies 20]
+    .venv/bin/python benchmarks/grade_bench.py [--chapter 1] [--copies 10]
 
 A script that prints measured numbers (never a timed test). Each copy is a full grading:
-its own kernel, the whole notebook, then the hidden tests. Every copy must score full
-marks, otherwise the numbers are not comparable and the script says so.
+its own kernel (in its own bubblewrap sandbox, or not), the whole notebook, then the hidden
+tests. The four runs are interleaved (sandboxed and not, for each --jobs) so a change of the
+machine's load hits both sides; the table gives seconds per submission and the sandbox's
+overhead. Every copy must score full marks, otherwise the numbers are not comparable and the
+script says so.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from course_utils.exercise import resolve_chapter  # noqa: E402
 from course_utils.grading.cli import main as grade  # noqa: E402
 
 
-def run(chapter: str, copies: int, jobs: int, tmp: Path, subs: Path) -> tuple[float, int]:
-    out = tmp / f"out-jobs{jobs}"
+def run(chapter: str, jobs: int, sandbox: str, tmp: Path, subs: Path) -> tuple[float, int]:
+    out = tmp / f"out-jobs{jobs}-{sandbox}"
     t0 = time.perf_counter()
-    rc = grade([chapter, str(subs), "--out", str(out), "--jobs", str(jobs), "--quiet"])
+    rc = grade([chapter, str(subs), "--out", str(out), "--jobs", str(jobs), "--sandbox", sandbox, "--quiet"])
     seconds = time.perf_counter() - t0
     if rc != 0:
         raise SystemExit(f"grading failed with exit status {rc}")
@@ -40,34 +43,49 @@ def run(chapter: str, copies: int, jobs: int, tmp: Path, subs: Path) -> tuple[fl
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chapter", default="1")
-    p.add_argument("--copies", type=int, default=20)
+    p.add_argument("--copies", type=int, default=10)
     args = p.parse_args()
     slug = resolve_chapter(args.chapter)
     solution = ROOT / "solutions" / f"{slug}.ipynb"
     if not solution.exists():
         print(f"No solution notebook {solution.relative_to(ROOT)} yet.")
         return 1
+    from course_utils.grading.sandbox import bwrap_problem, cgroup_backend
+
+    if bwrap_problem():
+        print(f"No sandbox on this machine: {bwrap_problem()}")
+        return 1
+    load0 = os.getloadavg()
     print(
-        f"Grading {args.copies} copies of solutions/{slug}.ipynb on {os.cpu_count()} CPUs "
-        f"(load average now {os.getloadavg()[0]:.1f})."
+        f"Grading {args.copies} copies of solutions/{slug}.ipynb on {os.cpu_count()} CPUs, one torch "
+        f"thread per kernel; sandbox limits: {cgroup_backend()}. Load average before: "
+        f"{load0[0]:.1f} / {load0[1]:.1f} / {load0[2]:.1f} (1/5/15 min)."
     )
+    secs: dict[tuple[int, str], float] = {}
     with tempfile.TemporaryDirectory(prefix="grade-bench-") as t:
         tmp = Path(t)
         subs = tmp / "subs"
         subs.mkdir()
         for i in range(args.copies):
             shutil.copy(solution, subs / f"student_{i:02d}.ipynb")
-        results = {}
         for jobs in (1, 2):
-            seconds, full = run(slug, args.copies, jobs, tmp, subs)
-            results[jobs] = seconds
-            print(
-                f"--jobs {jobs}: {seconds:.1f} s total, {seconds / args.copies:.2f} s per submission, "
-                f"{full}/{args.copies} full marks"
-            )
-            if full != args.copies:
-                print("  warning: not every copy scored full marks; see the results.json files.")
-    print(f"speedup of --jobs 2 over --jobs 1: {results[1] / results[2]:.2f}x")
+            for sandbox in ("none", "bwrap"):  # interleaved: the same load for both
+                seconds, full = run(slug, jobs, sandbox, tmp, subs)
+                secs[jobs, sandbox] = seconds / args.copies
+                if full != args.copies:
+                    print(
+                        f"  warning: {full}/{args.copies} full marks with --jobs {jobs} --sandbox {sandbox}"
+                    )
+    print("\n| --jobs | --no-sandbox s/submission | sandboxed s/submission | sandbox overhead |")
+    print("| --- | --- | --- | --- |")
+    for jobs in (1, 2):
+        a, b = secs[jobs, "none"], secs[jobs, "bwrap"]
+        print(f"| {jobs} | {a:.2f} | {b:.2f} | {100 * (b / a - 1):+.0f} % |")
+    load1 = os.getloadavg()
+    print(
+        f"\nLoad average after: {load1[0]:.1f} / {load1[1]:.1f} / {load1[2]:.1f}. "
+        "On a loaded machine only the ratios measured in this run mean anything."
+    )
     return 0
 
 
