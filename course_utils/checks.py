@@ -1,9 +1,10 @@
-"""In-notebook self-checks: ``check("3.2", my_function)``.
+"""In-notebook self-checks: ``check("3.2", my_function)``, and ``hint("3.2")``.
 
 The check runs the same test recipe as the grader (see ``course_utils.exercise``) on the
 public cases only, and compares with what PyTorch computes. On success it prints one
-line; on failure it raises ``CheckFailed`` whose notebook display is a short message
-(what differs, a hint) instead of a long traceback.
+line (and the cell shows no ``True``); on failure it raises ``CheckFailed`` whose notebook
+display is a short message — what differs first — instead of a long traceback. Hints are
+progressive: the failure only says that ``hint("3.2")`` exists; calling it shows the recipe.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from .exercise import get_exercise
 
-__all__ = ["check", "CheckFailed"]
+__all__ = ["check", "hint", "CheckFailed", "Passed"]
 
 
 class CheckFailed(AssertionError):
@@ -21,6 +22,35 @@ class CheckFailed(AssertionError):
 
     def _render_traceback_(self) -> list[str]:
         return ["\x1b[31m" + line + "\x1b[0m" for line in str(self).splitlines()]
+
+
+class Passed:
+    """What a passing ``check`` returns: true, equal to ``True``, and silent as a cell's last
+    value (the ✓ line is already printed), so the notebook does not echo ``True``."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __eq__(self, other: object) -> bool:
+        return other is True or isinstance(other, Passed)
+
+    def __hash__(self) -> int:
+        return hash(True)
+
+    def __repr__(self) -> str:
+        return "Passed"
+
+    def _ipython_display_(self) -> None:
+        """Show nothing: the check already printed its ✓ line."""
+
+
+def hint(exercise_id: str) -> None:
+    """Print the recipe for exercise ``exercise_id`` (what to compute, with which PyTorch call)."""
+    try:
+        ex = get_exercise(exercise_id)
+    except KeyError as err:
+        raise CheckFailed(str(err.args[0])) from None
+    print(f"Hint for exercise {ex.id} ({ex.title}):\n{ex.hint or 'no hint for this one: re-read the task.'}")
 
 
 def _student_frame(err: BaseException) -> str:
@@ -32,17 +62,22 @@ def _student_frame(err: BaseException) -> str:
     return f"\n  in {f.name}, line {f.lineno}: {f.line}"
 
 
-def check(exercise_id: str, obj: Any) -> bool:
+def check(exercise_id: str, obj: Any) -> Passed:
     """Test ``obj`` (your function or class) for exercise ``exercise_id`` on the public cases.
 
-    Returns True when every case matches the PyTorch reference, else raises ``CheckFailed``.
+    Returns a true ``Passed`` when every case matches the PyTorch reference, else raises
+    ``CheckFailed`` saying what differs first (and that ``hint(id)`` shows the recipe).
     """
     try:
         ex = get_exercise(exercise_id)
     except KeyError as err:
         raise CheckFailed(str(err.args[0])) from None
     head = f"Exercise {ex.id} ({ex.title})"
-    hint = f"\nHint: {ex.hint}" if ex.hint else ""
+    more = (
+        f'\nStuck? `hint("{ex.id}")` shows the recipe (from course_utils.checks import hint).'
+        if ex.hint
+        else ""
+    )
     cases = ex.cases(hidden=False)
     for i, inputs in enumerate(cases, start=1):
         try:
@@ -50,19 +85,19 @@ def check(exercise_id: str, obj: Any) -> bool:
         except NotImplementedError:
             raise CheckFailed(
                 f"✗ {head}: not implemented yet. Replace `raise NotImplementedError()` "
-                f"with your code, run that cell, then this one.{hint}"
+                f"with your code, run that cell, then this one."
             ) from None
         except Exception as err:  # the student's code raised: show where, not our internals
             raise CheckFailed(
                 f"✗ {head}: your code raised {type(err).__name__}: {err}"
-                f"{_student_frame(err)}\n(public case {i} of {len(cases)}){hint}"
+                f"{_student_frame(err)}\n(public case {i} of {len(cases)}){more}"
             ) from None
         expected = ex.reference(inputs)
         try:
             ex.compare(got, expected, inputs)
         except AssertionError as err:
             raise CheckFailed(
-                f"✗ {head}: public case {i} of {len(cases)} differs from PyTorch.\n{err}{hint}"
+                f"✗ {head}: public case {i} of {len(cases)} differs from PyTorch.\n{err}{more}"
             ) from None
     print(f"✓ {head}: passed {len(cases)} public cases (the grader adds hidden ones).")
-    return True
+    return Passed()
