@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -136,7 +137,9 @@ def _compile(model: nn.Module, x: torch.Tensor) -> tuple[Callable, float]:
 
     compiled = torch.compile(model)
     t0 = time.perf_counter()
-    with inductor_config.patch(freezing=True), torch.inference_mode():
+    with inductor_config.patch(freezing=True), torch.inference_mode(), warnings.catch_warnings():
+        # inductor's own int8 lowering copies a tensor with torch.tensor(); not the reader's concern
+        warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
         compiled(x)
     return compiled, time.perf_counter() - t0
 
