@@ -22,13 +22,13 @@ __all__ = ["map_local", "map_dask", "worker_died_result"]
 Item = tuple[str, Path]  # (student id, notebook path)
 
 
-def worker_died_result(student: str, assignment: str, why: str) -> SubmissionResult:
-    """Every exercise ``crashed``: the process grading this submission died."""
+def worker_died_result(student: str, assignment: str, why: str, status: str = "crashed") -> SubmissionResult:
+    """Every exercise ``crashed`` (the process grading this submission died) or ``error``."""
     from .assignment import load_assignment
 
     name, exercises = load_assignment(assignment)
     msg = f"Not graded: {why}."
-    res = [ExerciseResult(e.id, e.title, float(e.points), "crashed", 0.0, msg) for e in exercises]
+    res = [ExerciseResult(e.id, e.title, float(e.points), status, 0.0, msg) for e in exercises]
     return SubmissionResult(student, name, res, notes=[msg])
 
 
@@ -38,7 +38,8 @@ def _grade_path(path: str, assignment: str, limits: Limits, student: str) -> Sub
     try:
         return grade_submission(path, assignment, limits, student=student)
     except Exception as err:  # a grader bug: this student's error row, never the batch
-        return worker_died_result(student, assignment, f"internal grader error ({type(err).__name__})")
+        why = f"internal grader error ({type(err).__name__}: {str(err)[:200]})"
+        return worker_died_result(student, assignment, why, "error")
 
 
 def map_local(items: list[Item], assignment: str, limits: Limits, jobs: int) -> Iterator[SubmissionResult]:
