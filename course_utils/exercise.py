@@ -44,6 +44,8 @@ CHAPTERS: dict[int, str] = {
     7: "07_amp",
     8: "08_capstone",
     9: "09_pitfalls",
+    10: "10_real_cnns",
+    11: "11_transformer_lm",
 }
 
 
