@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.stamp-install
 KERNEL := compression-course
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup lab test lint format release bench grade-bench lock doctor clean
+.PHONY: setup lab test lint format release bench grade-bench lock doctor clean site
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,16 @@ setup: $(STAMP) $(KERNEL_JSON)
 # JupyterLab refuses to run as root (containers, CI) unless told so.
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# JupyterLab at the course root (lessons, exercises and solutions all reachable), opening
+# START.ipynb: how to work and one row per chapter with links (regenerated each time).
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ALLOW_ROOT)
+	$(PY) -m course_utils start
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/START.ipynb $(ALLOW_ROOT)
+
+# Static HTML of every executed lesson + index (offline). Reuses the notebooks nbval executed
+# during `make test` (build/executed) when their sources still match; executes the rest.
+site: setup
+	$(PY) -m course_utils site --executed build/executed --out build/site
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -45,8 +53,8 @@ release: setup
 # One torch thread per pytest worker: 2 workers x 2 threads would oversubscribe 2 cores.
 test: lint
 	$(PY) -m course_utils release --check
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --nbval-lax --nbval-current-env \
-		tests notebooks solutions
+	OMP_NUM_THREADS=1 COURSE_EXECUTED_DIR=build/executed $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile \
+		-p course_utils.nbval_plugin --nbval-lax --nbval-current-env tests notebooks solutions
 
 bench: setup
 	$(PY) -m course_utils bench

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("release", help="generate exercises/ from solutions/")
     p.add_argument("--check", action="store_true", help="only verify; exit 1 when stale")
     p.add_argument("--root", default=".", help="course root (holds solutions/ and exercises/)")
+    sub.add_parser("start", help="write START.ipynb (the start page `make lab` opens)")
+    p = sub.add_parser("site", help="static HTML of the executed lessons + index (build/site)")
+    p.add_argument("--out", default="build/site")
+    p.add_argument("--executed", default="build/executed", help="notebooks nbval executed (reused)")
+    p.add_argument("--only", nargs="*", help="lesson slugs to include (default: all)")
+    p.add_argument("--root", default=".")
     p = sub.add_parser("execute", help="run notebooks, keep only NBVAL_CHECK_OUTPUT outputs")
     p.add_argument("notebooks", nargs="+")
     p.add_argument("--timeout", type=int, default=600)
@@ -70,6 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "release":
         return _release(args)
+    if args.command == "start":
+        from .site import write_start
+
+        print(f"Wrote {write_start('.')}")
+        return 0
+    if args.command == "site":
+        from .site import build_site
+
+        index = build_site(args.root, args.out, executed_dir=args.executed, only=args.only)
+        print(f"Wrote {index}")
+        return 0
     return _execute(args)
 
 

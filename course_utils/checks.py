@@ -62,11 +62,12 @@ def _student_frame(err: BaseException) -> str:
     return f"\n  in {f.name}, line {f.lineno}: {f.line}"
 
 
-def check(exercise_id: str, obj: Any) -> Passed:
+def check(exercise_id: str, obj: Any, hidden: bool = False) -> Passed:
     """Test ``obj`` (your function or class) for exercise ``exercise_id`` on the public cases.
 
     Returns a true ``Passed`` when every case matches the PyTorch reference, else raises
     ``CheckFailed`` saying what differs first (and that ``hint(id)`` shows the recipe).
+    ``hidden=True`` also runs the grader's hidden and edge cases (nbgrader's hidden tests).
     """
     try:
         ex = get_exercise(exercise_id)
@@ -78,7 +79,8 @@ def check(exercise_id: str, obj: Any) -> Passed:
         if ex.hint
         else ""
     )
-    cases = ex.cases(hidden=False)
+    cases = ex.cases(hidden=hidden)
+    kind = "public or hidden" if hidden else "public"
     for i, inputs in enumerate(cases, start=1):
         try:
             got = ex.run(obj, inputs)
@@ -90,14 +92,15 @@ def check(exercise_id: str, obj: Any) -> Passed:
         except Exception as err:  # the student's code raised: show where, not our internals
             raise CheckFailed(
                 f"✗ {head}: your code raised {type(err).__name__}: {err}"
-                f"{_student_frame(err)}\n(public case {i} of {len(cases)}){more}"
+                f"{_student_frame(err)}\n({kind} case {i} of {len(cases)}){more}"
             ) from None
         expected = ex.reference(inputs)
         try:
             ex.compare(got, expected, inputs)
         except AssertionError as err:
             raise CheckFailed(
-                f"✗ {head}: public case {i} of {len(cases)} differs from PyTorch.\n{err}{more}"
+                f"✗ {head}: {kind} case {i} of {len(cases)} differs from PyTorch.\n{err}{more}"
             ) from None
-    print(f"✓ {head}: passed {len(cases)} public cases (the grader adds hidden ones).")
+    extra = "" if hidden else " (the grader adds hidden ones)"
+    print(f"✓ {head}: passed {len(cases)} {kind} cases{extra}.")
     return Passed()

@@ -101,11 +101,16 @@ def tag_raising_cells(nb: NotebookNode) -> list[int]:
     return out
 
 
-def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -> NotebookNode:
+def execute_notebook(
+    path: str | Path, timeout: int = 600, write: bool = True, keep_outputs: bool = False
+) -> NotebookNode:
     """Run a notebook top to bottom in its folder, keep only the marked outputs, write it back.
 
     Errors are allowed only in cells tagged ``raises-exception`` (and such a cell must raise).
+    ``keep_outputs=True`` returns every output (for the static site; then ``write`` must be False).
     """
+    if keep_outputs and write:
+        raise ValueError("keep_outputs=True is for reading only: pass write=False.")
     import tempfile
 
     from jupyter_client.manager import KernelManager
@@ -127,6 +132,8 @@ def execute_notebook(path: str | Path, timeout: int = 600, write: bool = True) -
     silent = [i for i in raising if not any(o.output_type == "error" for o in nb.cells[i].outputs)]
     if silent:
         raise RuntimeError(f"{path.name}: cells {silent} are tagged {RAISES_TAG!r} but did not raise.")
+    if keep_outputs:
+        return nb
     strip_outputs(nb)
     if write:
         write_notebook(nb, path)

@@ -21,6 +21,8 @@ __all__ = [
     "plot_sparsity_curve",
     "plot_sensitivity",
     "plot_quantization_error",
+    "plot_tensors",
+    "plot_bn_folding",
 ]
 
 
@@ -233,5 +235,92 @@ def plot_quantization_error(
     ax2.set_title(f"max |error| = {np.abs(err).max():.3g}, RMSE = {rmse:.3g}", fontsize=9)
     ax2.set_xlabel("error x̂ − x")
     ax2.set_ylabel("count")
+    fig.suptitle(title)
+    return fig
+
+
+def plot_tensors(
+    tensors: Mapping[str, torch.Tensor],
+    title: str = "",
+    group: int | None = None,
+    max_side: int = 64,
+) -> Figure:
+    """Heatmaps of small tensors side by side, values on one colour scale, **zero = white**.
+
+    Masks (only 0 and 1) are drawn black = kept / white = pruned. A ≥3-D tensor is shown as
+    rows × (the rest flattened). ``group=m`` draws a line every ``m`` columns (the groups of
+    N:M sparsity). Only the top-left ``max_side × max_side`` block is drawn (stated in the title).
+    """
+    if not tensors:
+        raise ValueError("plot_tensors() needs at least one tensor.")
+    arrays = {}
+    for name, t in tensors.items():
+        a = _np(t)
+        a = a.reshape(a.shape[0], -1) if a.ndim >= 2 else a.reshape(1, -1)
+        arrays[name] = a
+    vmax = (
+        max(float(np.abs(a).max()) for a in arrays.values() if not _is_mask(a))
+        if any(not _is_mask(a) for a in arrays.values())
+        else 1.0
+    )
+    fig = Figure(figsize=(3.0 * len(arrays) + 0.8, 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(arrays)))
+    image = None
+    for ax, (name, a) in zip(axes, arrays.items()):
+        full = a.shape
+        a = a[:max_side, :max_side]
+        cut = f" (first {a.shape[0]}×{a.shape[1]})" if a.shape != full else ""
+        zeros = 100.0 * float((a == 0).mean())
+        if _is_mask(a):
+            ax.imshow(a, cmap="gray_r", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+        else:
+            image = ax.imshow(a, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest", aspect="auto")
+        if group:
+            for x in np.arange(group, a.shape[1], group) - 0.5:
+                ax.axvline(x, color="tab:orange", lw=0.8)
+        ax.set_title(f"{name}\n{full[0]}×{full[1]}{cut}, {zeros:.0f}% zero", fontsize=9)
+        ax.set_xlabel("input")
+        ax.set_ylabel("output")
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="value (0 = white)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _is_mask(a: np.ndarray) -> bool:
+    return bool(np.isin(a, (0.0, 1.0)).all())
+
+
+def plot_bn_folding(
+    weight: torch.Tensor,
+    folded_weight: torch.Tensor,
+    bn_scale: torch.Tensor,
+    title: str = "Folding BatchNorm rescales each output filter by γ/σ",
+) -> Figure:
+    """Left: per-filter L2 norm of the conv weight before and after folding BN into it.
+    Right: the measured ratio ‖W'_c‖/‖W_c‖ against BN's ``|γ_c/σ_c|`` (points on the diagonal:
+    folding multiplies filter ``c`` by exactly ``γ_c/σ_c``)."""
+    w, wf, s = _np(weight), _np(folded_weight), _np(bn_scale).ravel()
+    if w.shape != wf.shape or w.shape[0] != s.size:
+        raise ValueError(f"shapes {w.shape}, {wf.shape} and {s.size} scales do not match.")
+    before = np.linalg.norm(w.reshape(w.shape[0], -1), axis=1)
+    after = np.linalg.norm(wf.reshape(wf.shape[0], -1), axis=1)
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    c = np.arange(w.shape[0])
+    ax1.bar(c - 0.2, before, width=0.4, label="conv weight W")
+    ax1.bar(c + 0.2, after, width=0.4, label="folded W' = W·γ/σ")
+    ax1.set_xlabel("output channel c")
+    ax1.set_ylabel("filter norm ‖W_c‖₂")
+    ax1.legend(fontsize=8)
+    ratio = after / np.maximum(before, 1e-12)
+    ax2.scatter(np.abs(s), ratio, color="tab:green")
+    hi = float(max(np.abs(s).max(), ratio.max())) * 1.05
+    ax2.plot([0, hi], [0, hi], ls="--", color="gray", label="ratio = |γ/σ|")
+    ax2.set_xlabel("BN scale |γ_c / σ_c|")
+    ax2.set_ylabel("‖W'_c‖ / ‖W_c‖")
+    ax2.legend(fontsize=8)
+    ax2.grid(alpha=0.3)
     fig.suptitle(title)
     return fig

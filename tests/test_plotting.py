@@ -152,3 +152,30 @@ def test_bad_source_type():
         P.plot_weight_histogram("model")
     with pytest.raises(ValueError, match="ReLU has no Conv/Linear weights to plot."):
         P.plot_mask(nn.ReLU())
+
+
+def test_plot_tensors_zero_is_white_masks_black_and_groups_drawn() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(8, 16)
+    mask = (w.abs() > 0.5).float()
+    fig = P.plot_tensors({"w": w, "mask": mask, "w*mask": w * mask}, title="t", group=4)
+    axes = [ax for ax in fig.axes if ax.images]
+    assert len(axes) == 3
+    img_w, img_mask = axes[0].images[0], axes[1].images[0]
+    lo, hi = img_w.get_clim()
+    assert lo == -hi and hi == pytest.approx(float(w.abs().max()))  # symmetric: 0 sits mid-scale (white)
+    assert img_mask.get_cmap().name == "gray_r" and img_mask.get_clim() == (0, 1)
+    assert len(axes[0].lines) == 3  # group lines at columns 4, 8, 12
+    assert f"{100 * float((mask == 0).float().mean()):.0f}% zero" in axes[1].get_title()
+
+
+def test_plot_bn_folding_ratio_equals_bn_scale() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(6, 3, 3, 3)
+    scale = torch.rand(6) + 0.1
+    fig = P.plot_bn_folding(w, w * scale.reshape(-1, 1, 1, 1), scale)
+    ax2 = fig.axes[1]
+    xy = ax2.collections[0].get_offsets()
+    np.testing.assert_allclose(xy[:, 0], xy[:, 1], rtol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        P.plot_bn_folding(w, w, scale[:3])
