@@ -83,8 +83,12 @@ class Int4Linear(nn.Module):
 
     ``kernel="reference"`` dequantizes and calls ``F.linear`` (any CPU); ``kernel="aten"`` calls
     PyTorch's CPU int4 kernel ``torch._weight_int4pack_mm_for_cpu`` (the tinygemm layout:
-    ``ŵ = (q − 8)·s + zero`` with ``zero = (8 − z)·s``, the same numbers as the reference).
+    ``ŵ = (q − 8)·s + zero`` with ``zero = (8 − z)·s``, the same numbers as the reference) for
+    inputs of at most ``aten_max_rows`` rows (decode), and dequantizes for larger ones (prefill),
+    as weight-only inference engines do: the int4 kernel is built for matrix–vector products.
     """
+
+    aten_max_rows = 16
 
     def __init__(self, linear: nn.Linear, group_size: int, kernel: str = "reference") -> None:
         super().__init__()
@@ -108,7 +112,7 @@ class Int4Linear(nn.Module):
         return self._aten
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel == "aten":
+        if self.kernel == "aten" and x.numel() // self.in_features <= self.aten_max_rows:
             w_packed, sz = self._aten_weights()
             y = torch._weight_int4pack_mm_for_cpu(
                 x.reshape(-1, self.in_features), w_packed, self.group_size, sz
