@@ -36,16 +36,18 @@ X = torch.zeros(4, 1, 16, 16)
 
 def test_ratios_are_against_the_fastest_fp32_not_the_first_row() -> None:
     cands = [
-        speed.Candidate("slow fp32", Sleep(0.006), "baseline as trained"),
-        speed.Candidate("fast fp32", Sleep(0.002), "better layout"),
-        speed.Candidate("int8", Sleep(0.001), "quantized", family="int8"),
+        speed.Candidate("slow fp32", Sleep(0.036), "baseline as trained"),
+        speed.Candidate("fast fp32", Sleep(0.012), "better layout"),
+        speed.Candidate("int8", Sleep(0.004), "quantized", family="int8"),
         speed.Candidate("missing", None, "not available: no compiler", family="int8"),
     ]
     tab = speed.measure_interleaved(cands, X, threads=1, repeats=3, warmup=1, block_s=0.01, progress=False)
     assert tab.best_fp32 == "fast fp32" and tab.batch == 4 and tab.threads == 1 and tab.repeats == 3
     assert tab["fast fp32"].vs_best_fp32 == 1.0
     assert tab.ratio("int8") == pytest.approx(tab["fast fp32"].median_ms / tab["int8"].median_ms)
-    assert tab.ratio("int8") > 1.2 and tab.ratio("slow fp32") < 0.8  # sleeps of 1, 2, 6 ms
+    assert (
+        tab.ratio("int8") > 1.2 and tab.ratio("slow fp32") < 0.8
+    )  # sleeps of 4, 12, 36 ms (3× apart: robust to oversleeping on a busy machine)
     assert tab["slow fp32"].vs_first == 1.0 and tab["int8"].vs_first > tab["int8"].vs_best_fp32
     assert all(len(tab[n].samples_ms) == 3 for n in ("slow fp32", "fast fp32", "int8"))
     assert tab["missing"].median_ms is None and tab.ratio("missing") is None
