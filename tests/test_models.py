@@ -49,7 +49,7 @@ def test_unknown_model_name():
         build_model("resnet50")
     assert (
         str(err.value)
-        == "Unknown model 'resnet50'. Choose one of: course_cnn, course_cnn_quant, lenet5, mlp."
+        == "Unknown model 'resnet50'. Choose one of: course_cnn, course_cnn_quant, lenet5, mlp, resnet_mini."
     )
 
 

@@ -164,7 +164,7 @@ def test_unknown_pretrained_name():
         pretrained("vgg16")
     assert (
         str(err.value)
-        == "No pretrained recipe 'vgg16'. Choose one of: course_cnn, course_cnn_quant, lenet5, mlp."
+        == "No pretrained recipe 'vgg16'. Choose one of: course_cnn, course_cnn_quant, lenet5, mlp, resnet_mini."
     )
 
 

@@ -1,0 +1,277 @@
+"""CPU deployment runtimes for one model: PyTorch eager / channels_last / compiled / int8 PT2E,
+ONNX Runtime fp32 / int8, OpenVINO fp32 / NNCF int8.
+
+Every builder returns a :class:`Runtime`: ``predict(x) -> logits`` (a torch tensor, so accuracy
+is measured the same way for all), the bytes the deployed artifact takes on disk, and a note.
+Runtimes with their own thread pools are built with ``threads`` so that a latency comparison
+(``course_utils.latency.interleaved_ms``) runs every variant on the same number of cores.
+Nothing is downloaded: ONNX and OpenVINO files are written to ``workdir``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Runtime",
+    "eager",
+    "channels_last",
+    "compiled",
+    "pt2e_int8",
+    "export_onnx",
+    "onnxruntime_fp32",
+    "onnxruntime_int8",
+    "openvino_fp32",
+    "openvino_int8",
+    "state_dict_bytes",
+    "untie_relu",
+    "openvino_default_precision",
+]
+
+
+@dataclass
+class Runtime:
+    """A deployed variant: ``predict(x)`` returns logits as a torch tensor."""
+
+    name: str
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    size_bytes: int
+    note: str = ""
+
+
+def state_dict_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: the size of a PyTorch checkpoint on disk."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def _files_bytes(*paths: Path) -> int:
+    return sum(p.stat().st_size for p in paths if p.exists())
+
+
+def eager(model: nn.Module) -> Runtime:
+    """fp32 eager, NCHW (the default memory format)."""
+    m = model.eval()
+    return Runtime("fp32 eager", m, state_dict_bytes(m))
+
+
+def channels_last(model: nn.Module) -> Runtime:
+    """fp32 eager with weights and inputs in ``torch.channels_last`` (NHWC): oneDNN convs skip reorders."""
+    m = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    return Runtime(
+        "fp32 channels_last",
+        lambda x: m(x.contiguous(memory_format=torch.channels_last)),
+        state_dict_bytes(m),
+    )
+
+
+def compiled(model: nn.Module, example_input: torch.Tensor) -> Runtime:
+    """fp32 ``torch.compile`` (Inductor) of the channels_last model; compiled on the first call here."""
+    m = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    fn = torch.compile(m, dynamic=False)
+    with torch.inference_mode():
+        fn(example_input.contiguous(memory_format=torch.channels_last))  # compile now, not while timed
+    return Runtime(
+        "fp32 compiled",
+        lambda x: fn(x.contiguous(memory_format=torch.channels_last)),
+        state_dict_bytes(m),
+        "torch.compile (Inductor), channels_last",
+    )
+
+
+def _basic_block_forward(self, x: torch.Tensor) -> torch.Tensor:
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    return self.relu_out(self.bn2(self.conv2(out)) + identity)
+
+
+def untie_relu(model: nn.Module) -> nn.Module:
+    """Give each torchvision ``BasicBlock`` its own ReLU after the residual sum (in place).
+
+    torchvision calls one ``self.relu`` module twice per block; PT2E quantizers match patterns
+    by source module, so ``X86InductorQuantizer`` sees a ReLU "partition" with two outputs and
+    raises ``Input partition has more than one output node``. Same math, one module per use.
+    """
+    from torchvision.models.resnet import BasicBlock
+
+    for block in model.modules():
+        if isinstance(block, BasicBlock) and not hasattr(block, "relu_out"):
+            block.relu_out = nn.ReLU()
+            block.forward = _basic_block_forward.__get__(block)
+    return model
+
+
+def pt2e_int8(model: nn.Module, example_input: torch.Tensor, calib: Iterable[torch.Tensor]) -> Runtime:
+    """int8 via PT2E: ``torch.export`` → ``prepare_pt2e(X86InductorQuantizer)`` → calibrate →
+    ``convert_pt2e`` → ``torch.compile`` (Inductor fuses quantize/dequantize into int8 kernels).
+    Size: the int8 weights (``torch.export.save`` of the converted program)."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    m = untie_relu(copy.deepcopy(model).eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(m, (example_input,)).module()
+        quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(exported, quantizer)
+        with torch.no_grad():
+            for x in calib:
+                prepared(x)
+        converted = convert_pt2e(prepared)
+        # constant-fold the weight quantization so the saved program holds int8 weights
+        ep = torch.export.export(converted, (example_input,))
+        buf = io.BytesIO()
+        torch.export.save(ep, buf)
+        fn = torch.compile(converted, dynamic=False)
+        with torch.inference_mode():
+            fn(example_input)
+    return Runtime("int8 PT2E compiled", fn, buf.getbuffer().nbytes, "torchao X86InductorQuantizer")
+
+
+def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> Path:
+    """``torch.onnx.export`` (the torch.export-based exporter) with a dynamic batch dimension."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            m,
+            (example_input,),
+            dynamo=True,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            verbose=False,
+        )
+        prog.save(str(path), external_data=False)
+    return path
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(sess.run(None, {name: x.numpy()})[0])
+
+    return predict
+
+
+def onnxruntime_fp32(onnx_path: Path, threads: int = 1) -> Runtime:
+    """ONNX Runtime (CPU execution provider, all graph optimizations) on the fp32 ONNX file."""
+    return Runtime("ORT fp32", _ort_session(onnx_path, threads), _files_bytes(Path(onnx_path)))
+
+
+def onnxruntime_int8(
+    onnx_path: Path, calib: Iterable[torch.Tensor], out_path: Path, threads: int = 1
+) -> Runtime:
+    """``onnxruntime.quantization.quantize_static``: QDQ format, int8 per-channel weights,
+    uint8 activations with MinMax calibration on ``calib``."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    batches = [x.numpy() for x in calib]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self):
+            x = next(self._it, None)
+            return None if x is None else {"x": x}
+
+    out_path = Path(out_path)
+    pre = out_path.with_suffix(".pre.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    pre.unlink(missing_ok=True)
+    return Runtime(
+        "ORT int8", _ort_session(out_path, threads), _files_bytes(out_path), "quantize_static (QDQ)"
+    )
+
+
+def _ov_compile(ov_model, threads: int, precision: str | None):
+    import openvino as ov
+    import openvino.properties.hint as hints
+
+    config: dict = {"INFERENCE_NUM_THREADS": threads, hints.performance_mode: hints.PerformanceMode.LATENCY}
+    if precision is not None:
+        config[hints.inference_precision] = precision
+    compiled_model = ov.Core().compile_model(ov_model, "CPU", config)
+    request = compiled_model.create_infer_request()
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(request.infer([x.numpy()])[0].copy())
+
+    return predict
+
+
+def _ov_size(ov_model, path: Path) -> int:
+    import openvino as ov
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(path), compress_to_fp16=False)
+    return _files_bytes(path, path.with_suffix(".bin"))
+
+
+def openvino_default_precision() -> str:
+    """OpenVINO's default ``INFERENCE_PRECISION_HINT`` on this CPU (bf16 where the CPU has AMX/avx512_bf16)."""
+    import openvino as ov
+
+    return str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def openvino_fp32(model: nn.Module, example_input: torch.Tensor, workdir: Path, threads: int = 1):
+    """``openvino.convert_model`` of the PyTorch model, compiled with precision forced to f32
+    (``INFERENCE_PRECISION_HINT``; the default is bf16 on CPUs with native bf16).
+    Returns ``(Runtime, ov_model)``; the ov_model feeds :func:`openvino_int8`."""
+    import openvino as ov
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ov_model = ov.convert_model(copy.deepcopy(model).eval(), example_input=example_input)
+    size = _ov_size(ov_model, Path(workdir) / "model_fp32.xml")
+    rt = Runtime("OpenVINO fp32", _ov_compile(ov_model, threads, "f32"), size, "INFERENCE_PRECISION_HINT=f32")
+    return rt, ov_model
+
+
+def openvino_int8(
+    ov_model, calib: Iterable[torch.Tensor], workdir: Path, threads: int = 1, subset_size: int = 300
+) -> Runtime:
+    """NNCF post-training int8 (``nncf.quantize`` on the OpenVINO model: min-max calibration +
+    fast bias correction), compiled by OpenVINO. No C++ extension build: the OpenVINO backend."""
+    import nncf
+
+    data = [x.numpy() for x in calib]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = nncf.quantize(ov_model, nncf.Dataset(data), subset_size=min(subset_size, len(data)))
+    size = _ov_size(q, Path(workdir) / "model_int8.xml")
+    return Runtime("OpenVINO int8 (NNCF)", _ov_compile(q, threads, None), size, "nncf.quantize")
