@@ -129,7 +129,8 @@ def _root_binds() -> list[str]:
         p = Path("/etc") / name
         if p.exists():
             args += ["--ro-bind", str(p), str(p)]
-    return args
+    cpu = "/sys/devices/system/cpu"  # topology and caches, read by torch/OpenVINO/onnxruntime
+    return [*args, "--ro-bind-try", cpu, cpu]
 
 
 def _python_dirs() -> list[Path]:
