@@ -9,6 +9,18 @@ import sys
 def _release(args: argparse.Namespace) -> int:
     from .release import ReleaseError, release
 
+    if args.format == "nbgrader":
+        from .nbgrader_export import export_nbgrader
+
+        if not args.dir:
+            print("release --format nbgrader needs a target DIR", file=sys.stderr)
+            return 2
+        written = export_nbgrader(args.root, args.dir, chapters=args.chapters)
+        print(f"Wrote an nbgrader course source to {args.dir} ({len(written)} assignment(s)):")
+        for p in written:
+            print(f"  {p}")
+        print(f"Next: cd {args.dir} && nbgrader generate_assignment <name> (needs .venv/bin on PATH)")
+        return 0
     try:
         changed = release(args.root, check=args.check)
     except ReleaseError as err:
@@ -43,6 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("release", help="generate exercises/ from solutions/")
     p.add_argument("--check", action="store_true", help="only verify; exit 1 when stale")
     p.add_argument("--root", default=".", help="course root (holds solutions/ and exercises/)")
+    p.add_argument("--format", choices=["exercises", "nbgrader"], default="exercises")
+    p.add_argument("dir", nargs="?", help="with --format nbgrader: the nbgrader course directory to write")
+    p.add_argument("--chapters", nargs="*", help="with --format nbgrader: chapters to export (default all)")
+    p = sub.add_parser("progress", help="your exercise notebooks: ✓ / ✗ / not started per exercise")
+    p.add_argument("folder", nargs="?", default="exercises")
+    p.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default="auto")
+    p = sub.add_parser("gradescope", help="write a Gradescope autograder zip for one chapter")
+    p.add_argument("chapter")
+    p.add_argument("--out", default="autograder.zip")
+    p = sub.add_parser("gradescope-run", help="(inside Gradescope) grade /autograder/submission")
+    p.add_argument("chapter")
+    p.add_argument("--submission", required=True)
+    p.add_argument("--results", required=True)
     sub.add_parser("start", help="write START.ipynb (the start page `make lab` opens)")
     p = sub.add_parser("site", help="static HTML of the executed lessons + index (build/site)")
     p.add_argument("--out", default="build/site")
@@ -76,6 +101,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "release":
         return _release(args)
+    if args.command == "progress":
+        from .progress import progress
+
+        table = progress(args.folder, sandbox=args.sandbox)
+        print(table)
+        return 0 if all(r.status == "passed" for r in table.rows) else 1
+    if args.command == "gradescope":
+        from .gradescope import build_bundle
+
+        print(f"Wrote {build_bundle(args.chapter, args.out)}")
+        return 0
+    if args.command == "gradescope-run":
+        from .gradescope import run
+
+        data = run(args.chapter, args.submission, args.results)
+        print(f"score {data['score']} / {data['max_score']}")
+        return 0
     if args.command == "start":
         from .site import write_start
 

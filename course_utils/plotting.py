@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 __all__ = [
@@ -85,6 +86,7 @@ def plot_weight_histogram(
             w = w[w != 0]
         ax.hist(w, bins=bins, color="tab:blue", log=log)
         ax.set_title(f"{name}  ({100 * zero_frac:.1f}% zeros)", fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.set_xlabel("weight value")
         ax.set_ylabel("count")
     for ax in axes[len(tensors) :]:
@@ -235,6 +237,9 @@ def plot_quantization_error(
     ax2.set_title(f"max |error| = {np.abs(err).max():.3g}, RMSE = {rmse:.3g}", fontsize=9)
     ax2.set_xlabel("error x̂ − x")
     ax2.set_ylabel("count")
+    for ax in (ax1, ax2):  # few, short tick labels: they must not overlap when shown small
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
     fig.suptitle(title)
     return fig
 

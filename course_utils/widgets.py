@@ -185,7 +185,7 @@ def _figure(width: float = 4.6, height: float = 3.2) -> Any:
 def _png(fig: Any) -> bytes:
     """Render ``fig`` to PNG bytes; a pyplot-managed figure is closed so it is not shown twice."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", dpi=2 * fig.dpi)  # crisp when the browser scales it down
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close(fig)
     return buf.getvalue()
