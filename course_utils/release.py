@@ -5,7 +5,8 @@
   ``# YOUR CODE HERE`` + ``raise NotImplementedError()`` (same indentation);
 - in markdown, the text between the markers becomes ``_YOUR ANSWER HERE_``;
 - cells tagged ``solution-only`` are dropped; all outputs are cleared;
-- a header cell says the file is generated and from what.
+- a header cell tells the student this file is theirs to edit (run the first cell first,
+  then fill in and check) and authors that it is generated from the solution.
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def make_exercise(solution: NotebookNode, source_name: str) -> NotebookNode:
         cell.metadata.pop("execution", None)
         cells.append(cell)
     header = nbformat.v4.new_markdown_cell(
-        f"> **Generated file — do not edit.** Made by `python -m course_utils release` from "
-        f"`solutions/{source_name}`. Fill in every `# YOUR CODE HERE`, then run the "
-        "`check(...)` cell below it.",
+        "> **Your notebook: edit this file.** Run the first code cell first (again after every "
+        "kernel restart). Then, for each exercise, replace `# YOUR CODE HERE` / "
+        "`raise NotImplementedError()` with your code, run that cell, then the `check(...)` cell "
+        'below it. A failing check says what differs first; `hint("N.K")` shows the recipe.\n>\n'
+        f"> _Course authors: this file is generated from `solutions/{source_name}` by "
+        "`python -m course_utils release`; edit the solution, not this file._",
         id="generated-header",
     )
     header.metadata["tags"] = [HEADER_TAG]

@@ -34,7 +34,8 @@ def test_make_exercise_blanks_code_and_answers() -> None:
     sol = _solution()
     ex = make_exercise(sol, "01_demo.ipynb")
     sources = [c.source for c in ex.cells]
-    assert "Generated file" in sources[0] and "solutions/01_demo.ipynb" in sources[0]
+    assert "Your notebook: edit this file" in sources[0] and "Run the first code cell first" in sources[0]
+    assert "generated from `solutions/01_demo.ipynb`" in sources[0]
     assert sources[1] == "# Chapter 1 — Demo (exercises)"
     assert sources[3] == "def twice(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()"
     assert sources[4] == "Why?\n_YOUR ANSWER HERE_"
