@@ -1,0 +1,110 @@
+"""Chapter 10 helpers: dependency groups and pruning, the interleaved latency harness, runtimes, the table."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from course_utils import deploy, structured
+from course_utils.latency import interleaved_ms, speedups
+from course_utils.models import ResNetMini
+from course_utils.pareto import Variant, format_table, pareto_figure, png
+
+
+@pytest.fixture(scope="module")
+def mini():
+    torch.manual_seed(0)
+    return ResNetMini(width=8).eval()
+
+
+def test_prune_channels_shrinks_groups_and_keeps_the_original(mini, one_thread):
+    x = torch.randn(1, 1, 28, 28)
+    before = {k: v.clone() for k, v in mini.state_dict().items()}
+    r = structured.prune_channels(mini, x, 0.5)
+    assert r.model.conv1.out_channels == 4 and r.model.fc.out_features == 10  # classes kept
+    assert 0.15 < r.params_ratio < 0.4 and 0.15 < r.macs_ratio < 0.4  # ≈ (1/2)²
+    assert r.model(x).shape == (1, 10)
+    assert all(torch.equal(before[k], v) for k, v in mini.state_dict().items())
+    with pytest.raises(ValueError, match="taylor_batches"):
+        structured.prune_channels(mini, x, 0.5, "taylor")
+    with pytest.raises(ValueError, match="Unknown importance"):
+        structured.prune_channels(mini, x, 0.5, "l7")
+
+
+def test_random_criterion_is_seeded(mini):
+    x = torch.randn(1, 1, 28, 28)
+    a, b, c = (structured.prune_channels(mini, x, 0.5, "random", seed=s).model for s in (0, 0, 1))
+    assert torch.equal(a.conv1.weight, b.conv1.weight) and not torch.equal(a.conv1.weight, c.conv1.weight)
+
+
+def test_coupled_group_of_a_downsample_and_bad_layer(mini):
+    g = structured.coupled_group(mini, "layer2.0.downsample.0", torch.randn(1, 1, 28, 28))
+    assert g == {
+        "layer2.0.downsample.0": "out",
+        "layer2.0.downsample.1": "out",
+        "layer2.0.conv2": "out",
+        "layer2.0.bn2": "out",
+        "layer3.0.conv1": "in",
+        "layer3.0.downsample.0": "in",
+    }
+    with pytest.raises(ValueError, match="not a Conv2d"):
+        structured.coupled_group(mini, "fc", torch.randn(1, 1, 28, 28))
+
+
+def test_interleaved_ms_medians_order_and_threads():
+    calls: list[str] = []
+
+    def sleeper(name: str, ms: float):
+        def fn():
+            calls.append(name)
+            time.sleep(ms / 1e3)
+
+        return fn
+
+    torch.set_num_threads(2)
+    ms = interleaved_ms(
+        {"a": sleeper("a", 2), "b": sleeper("b", 6)}, threads=1, warmup=1, repeats=4, number=1
+    )
+    assert torch.get_num_threads() == 2
+    assert calls[:2] == ["a", "b"] and sorted(calls[2:4]) == ["a", "b"] and len(calls) == 10
+    assert 2 <= ms["a"] < 5 and 6 <= ms["b"] < 10
+    best, up = speedups({"eager": 10.0, "compiled": 5.0, "int8": 2.0}, ["eager", "compiled"])
+    assert best == "compiled" and up == {"eager": 0.5, "compiled": 1.0, "int8": 2.5}
+
+
+def test_onnxruntime_and_openvino_match_torch(mini, tmp_path):
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        ref = mini(x)
+    path = deploy.export_onnx(mini, x, tmp_path / "m.onnx")
+    ort = deploy.onnxruntime_fp32(path, threads=1)
+    torch.testing.assert_close(ort.predict(x), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ort.predict(x[:1]), ref[:1], rtol=1e-4, atol=1e-4)  # dynamic batch
+    ov, _ = deploy.openvino_fp32(mini, x, tmp_path, threads=1)
+    torch.testing.assert_close(ov.predict(x), ref, rtol=1e-4, atol=1e-4)
+    assert ort.size_bytes > 4 * sum(p.numel() for p in mini.parameters()) * 0.9
+
+
+def test_untie_relu_keeps_the_math(mini):
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        ref = mini(x)
+        untied = deploy.untie_relu(__import__("copy").deepcopy(mini))
+        torch.testing.assert_close(untied(x), ref)
+    assert hasattr(untied.layer1[0], "relu_out") and not hasattr(mini.layer1[0], "relu_out")
+
+
+def test_table_and_pareto_png():
+    rows = [
+        Variant("fp32", 1000, 2_000_000, 4096, 0.95, 0.007, 4.0, 1.0),
+        Variant("int8", 1000, 2_000_000, 1024, 0.949, 0.007, 2.0, 2.0),
+        Variant("bad", 1000, 2_000_000, 1024, 0.5, 0.01, 8.0, 0.5),
+    ]
+    text = format_table(rows, "fp32", batch=8, threads=1, load=(1.0, None))
+    assert "2.00×" in text and "95.00 % ± 0.70" in text and "batch 8, 1 thread(s)" in text
+    fig = pareto_figure(rows, "t")
+    front = fig.axes[0].lines[-1]
+    assert list(front.get_xdata()) == [2.0, 4.0]  # int8 then fp32: 'bad' is dominated
+    assert png(fig).data[:8] == b"\x89PNG\r\n\x1a\n"
