@@ -2,8 +2,9 @@
 
 Starts JupyterLab on 127.0.0.1 with a known token, opens the chapter-1 lesson (or the explorers
 demo while the lesson has no explorer cell) with the course kernel, runs the cells up to and
-including the pruning explorer, drags the sparsity slider and checks that the accuracy label
-and the mask image changed. A screenshot is saved in the test's tmp_path. Never downloads a
+including the pruning explorer, checks that the lesson's figures are ``<img>`` elements (not the
+text ``<Figure size …>``), drags the sparsity slider and checks that the accuracy label and the
+mask image changed. Screenshots are saved in the test's tmp_path. Never downloads a
 browser: it uses Debian's ``/usr/bin/chromium`` and skips when that is absent.
 """
 
@@ -163,6 +164,17 @@ def test_pruning_explorer_in_jupyterlab(lab: tuple[str, str, Path], tmp_path: Pa
                     f"The explorer did not render. Errors in the notebook: {texts or 'none shown'}; "
                     f"screenshot {tmp_path / 'explorer_failed.png'}"
                 ) from None
+            # the lesson's figures (course_utils.plotting) reached the page as images, not as
+            # the text "<Figure size ... with N Axes>"
+            plots = page.locator(".jp-CodeCell .jp-RenderedImage img")
+            expect(plots.first).to_be_visible()
+            widths = plots.evaluate_all("els => els.map(e => e.naturalWidth)")
+            assert widths and all(w > 200 for w in widths), widths
+            assert page.locator(".jp-OutputArea-output", has_text=re.compile(r"^<Figure size")).count() == 0
+            plots.first.scroll_into_view_if_needed()
+            page.screenshot(path=str(tmp_path / "lesson_plot.png"), full_page=False)
+            print(f"lesson plots as <img>: {len(widths)} (natural widths {widths})")
+            cell.scroll_into_view_if_needed()
             expect(cell.locator("img.widget-image").first).to_have_attribute(
                 "src", re.compile(r"^(blob|data):")
             )
