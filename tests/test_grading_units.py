@@ -181,3 +181,19 @@ def test_flags_come_from_the_syntax_tree_per_exercise():
     flags = notebook_flags([("cell 2", split)])
     assert any("specs" in f for f in flags) and any("grader" in f for f in flags)
     assert notebook_flags([("cell 2", "import torch\nx = torch.ones(3)")]) == []
+
+
+def test_without_bubblewrap_the_grader_refuses_unless_told(tmp_path, capsys, monkeypatch):
+    from course_utils.grading import sandbox
+
+    monkeypatch.setattr(sandbox, "bwrap_problem", lambda: "bubblewrap (`bwrap`) is not installed")
+    sub = tmp_path / "alice.ipynb"
+    sub.write_bytes(b"")  # unreadable: graded without a kernel
+    out = tmp_path / "out"
+    err = _misuse(capsys, [str(SPEC), str(sub), "--out", str(out)])
+    assert "not installed" in err and "--no-sandbox" in err and not (out / "grades.csv").exists()
+    assert grade([str(SPEC), str(sub), "--out", str(out), "--no-sandbox", "--quiet"]) == 0
+    assert "student code runs as your user" in capsys.readouterr().err
+    assert grade([str(SPEC), str(sub), "--out", str(out), "--sandbox", "auto", "--quiet"]) == 0
+    assert "NOT sandboxed" in capsys.readouterr().err
+    assert (out / "grades.csv").read_text().splitlines()[1].startswith("alice,0,5")
