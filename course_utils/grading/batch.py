@@ -7,7 +7,6 @@ copied into each box, and the judge process (``judge.py``).
 
 from __future__ import annotations
 
-import atexit
 import io
 import shutil
 import sys
@@ -19,7 +18,7 @@ import torch
 from ..exercise import Exercise
 from .judge import Judge
 from .kernel import seed_case
-from .kernelpkg import pickled_run
+from .kernelpkg import pickled_run, remove_at_exit
 
 __all__ = ["BATCH", "Batch", "Prepared", "judge_prefix"]
 
@@ -78,7 +77,7 @@ class Batch:
         """A snapshot of the pretrained-model cache (copied into each box; never the real one)."""
         if self.cache_snapshot is None:
             snap = Path(tempfile.mkdtemp(prefix="course-cache-"))
-            atexit.register(shutil.rmtree, snap, True)
+            remove_at_exit(snap)
             try:
                 from ..training import cache_dir
 

@@ -19,6 +19,7 @@ or ``compare`` (``run_closure_names`` lists what a pickle contains, so tests can
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import pickle
 import pickletools
 import shutil
@@ -51,6 +52,21 @@ def check(exercise_id: str, obj: Any) -> None:
 _BUILT: dict[str, Path] = {}
 
 
+def remove_at_exit(path: Path) -> None:
+    """Delete ``path`` when this process ends, also as a pool/Dask worker (where atexit does not run)."""
+    atexit.register(_rmtree, path)
+    multiprocessing.util.Finalize(None, _rmtree, args=(path,), exitpriority=10)
+
+
+def _rmtree(path: Path) -> None:
+    for d in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        try:
+            d.chmod(0o755)  # the kernel-side package is read-only; unprivileged users need w to delete
+        except OSError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _ignore(src: str, names: list[str]) -> set[str]:
     return {n for n in names if n == "__pycache__" or n.endswith((".pyc", ".pyo"))}
 
@@ -63,7 +79,7 @@ def kernel_package() -> Path:
 
     src = Path(course_utils.__file__).resolve().parent
     root = Path(tempfile.mkdtemp(prefix="course-kernelpkg-"))
-    atexit.register(shutil.rmtree, root, True)
+    remove_at_exit(root)
     dst = root / "course_utils"
     shutil.copytree(
         src, dst, ignore=lambda d, n: _ignore(d, n) | ({"specs", "grading"} if Path(d) == src else set())
