@@ -547,3 +547,32 @@ def test_7_2_returning_a_tensor_fails() -> None:
         return torch.tensor(ref(*args, **kwargs))
 
     fails_with("7.2", tensor_loss, "['Tensor']", "Python float")
+
+
+def test_7_2_without_zero_grad_fails() -> None:
+    """ "zero the gradients" (every step)."""
+    ref = solution("7.2")
+
+    def accumulates(model, optimizer, *args, **kwargs):
+        optimizer.zero_grad = lambda set_to_none=True: None  # gradients pile up across steps
+        return ref(model, optimizer, *args, **kwargs)
+
+    loses_credit("7.2", accumulates, "zero the gradients every step")
+
+
+def test_6_1_gradients_for_the_numbers_fail() -> None:
+    """ "Return None for the gradients of the four numbers"."""
+    ref = solution("6.1")
+
+    class GradForAll(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, scale, zero_point, quant_min, quant_max):
+            return ref.forward(ctx, x, scale, zero_point, quant_min, quant_max)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (g, *_) = ref.backward(ctx, grad_output)
+            return g, torch.zeros(()), torch.zeros(()), torch.zeros(()), torch.zeros(())
+
+    res = loses_credit("6.1", GradForAll, "RuntimeError")
+    assert res.score == 0
