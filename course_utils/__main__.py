@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", nargs="?", help="with --format nbgrader: the nbgrader course directory to write")
     p.add_argument("--chapters", nargs="*", help="with --format nbgrader: chapters to export (default all)")
     p = sub.add_parser("progress", help="your exercise notebooks: ✓ / ✗ / not started per exercise")
-    p.add_argument("folder", nargs="?", default="exercises")
+    p.add_argument("folder", nargs="?", default=None, help="default: exercises/")
     p.add_argument("--sandbox", choices=["auto", "bwrap", "none"], default="auto")
     p = sub.add_parser("gradescope", help="write a Gradescope autograder zip for one chapter")
     p.add_argument("chapter")

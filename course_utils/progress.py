@@ -74,8 +74,19 @@ def not_started(path: Path) -> set[str]:
     return {ex for i, ex in exercise_sections(nb).items() if BLANK.search(nb.cells[i].source)}
 
 
-def progress(folder: str | Path = "exercises", sandbox: str = "auto", timeout: float = 120.0) -> Progress:
-    """Grade every exercise notebook in ``folder`` and return the per-chapter table."""
+def _default_folder() -> Path:
+    """``exercises/`` from the course root, or the current folder when a notebook runs inside it."""
+    for cand in (Path("exercises"), Path("."), Path("../exercises")):
+        if any(cand.glob("[0-9][0-9]_*.ipynb")) and cand.resolve().name == "exercises":
+            return cand
+    return Path("exercises")
+
+
+def progress(folder: str | Path | None = None, sandbox: str = "auto", timeout: float = 120.0) -> Progress:
+    """Grade every exercise notebook in ``folder`` (default: the course's ``exercises/``, also
+    found from a notebook running inside it) and return the per-chapter table."""
+    if folder is None:
+        folder = _default_folder()
     from .grading import grade_submission
     from .grading.results import Limits
 

@@ -94,8 +94,12 @@ def test_generate_and_autograde_with_nbgrader(tmp_path: Path) -> None:
 
     from nbgrader.api import Gradebook
 
-    total = sum(e.points for e in chapter_exercises(CHAPTER))
+    auto = sum(e.points for e in chapter_exercises(CHAPTER))  # the check cells' points
+    source = nbformat.read(str(course / "source" / CHAPTER / f"{CHAPTER}.ipynb"), 4)
+    graded = sum(
+        c.metadata["nbgrader"]["points"] for c in source.cells if c.metadata.get("nbgrader", {}).get("grade")
+    )
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         correct, blank = (gb.find_submission(CHAPTER, s) for s in ("correct", "blank"))
-        assert (correct.score, correct.max_score) == (total, total)
-        assert (blank.score, blank.max_score) == (0, total)
+        assert correct.max_score == blank.max_score == graded  # written answers graded by hand
+        assert correct.score == auto and blank.score == 0
