@@ -54,11 +54,11 @@ def test_reference_meets_every_target_and_grades_the_same_twice(cases) -> None:
     assert "× smaller" in first["size"] and "× faster" in first["speed"] and "%" in first["accuracy"]
 
 
-def test_returning_the_fp32_model_fails_size_and_speed_only(cases) -> None:
+def test_returning_the_fp32_model_scores_nothing(cases) -> None:
     res = _grade(lambda model, loaders: model, cases)
     assert res["size"].startswith("failed: size: 1.00× smaller"), res["size"]
     assert res["speed"].startswith("failed") and "remove whole channels" in res["speed"], res["speed"]
-    assert res["accuracy"].startswith("passed"), res["accuracy"]
+    assert res["accuracy"].startswith("failed: accuracy: counts only for a compressed model"), res["accuracy"]
 
 
 def test_int8_without_pruning_misses_the_size_target(cases) -> None:

@@ -28,6 +28,7 @@ from ..capstone import (
 from ..exercise import Exercise
 
 _TARGET_OF_SEED = {0: "size", 1: "speed", 2: "accuracy"}
+_MIN_COMPRESSION = 2.0  # the accuracy target earns credit only for a model at least this much smaller
 _LAST: list[Any] = []  # [student function, key, (archive, seconds) or the exception it raised]
 
 
@@ -173,6 +174,12 @@ def _capstone_compare(got: Any, expected: dict, inputs: dict) -> str:
                 "(course_utils.pruning.remove_channels), run the convs in channels_last, quantize."
             )
         return msg
+    ratio = expected["fp32 archive bytes"] / got["archive"].numel()
+    if ratio < _MIN_COMPRESSION:
+        raise AssertionError(
+            f"accuracy: counts only for a compressed model (at least {_MIN_COMPRESSION:g}× smaller), and yours "
+            f"is {ratio:.2f}× smaller than fp32: returning the model unchanged keeps its accuracy trivially."
+        )
     acc = archive_accuracy(model, expected["test_x"], expected["test_y"])
     drop = 100 * (expected["fp32 accuracy"] - acc)
     msg = (
