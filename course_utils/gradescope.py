@@ -78,6 +78,13 @@ def build_bundle(chapter: str | int, out: str | Path, root: str | Path = ".") ->
     return out
 
 
+def _sandbox_note() -> str:
+    """What ``--sandbox auto`` chooses on this machine, in the grader's words."""
+    from .grading.sandbox import choose
+
+    return "Grading: " + choose("auto")[1]
+
+
 def _find_notebook(submission: Path, slug: str) -> Path | None:
     found = sorted(p for p in submission.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     return next((p for p in found if p.stem == slug), found[0] if found else None)
@@ -103,7 +110,7 @@ def run(chapter: str, submission: str | Path, results: str | Path) -> dict:
         r = grade_submission(nb, slug, sandbox="auto", student="submission")
         data = results_json(r)
         said = [n for n in r.notes if "sandbox" in n.lower()]
-        sandbox = said[0] if said else "Graded in the bubblewrap sandbox."
+        sandbox = said[0] if said else _sandbox_note()
         rest = [line for line in data.get("output", "").splitlines() if line and line not in said]
         data["output"] = "\n".join([sandbox, *rest])
         data.setdefault("extra_data", {})["sandbox"] = sandbox

@@ -122,7 +122,9 @@ def progress(folder: str | Path | None = None, sandbox: str = "auto", timeout: f
         and not any("sandbox" in n.lower() for n in notes)
         and any(r.status != "not started" for r in rows)
     ):
-        notes.append("graded in the bubblewrap sandbox")
+        from .gradescope import _sandbox_note
+
+        notes.append(_sandbox_note())
     if not rows:
         raise FileNotFoundError(f"No exercise notebooks (NN_slug.ipynb) in {folder.resolve()}.")
     return Progress(rows, notes)
