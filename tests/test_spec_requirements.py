@@ -152,21 +152,7 @@ def target_shape(ex: Exercise) -> Any:
     return ns[ex.target]
 
 
-#: Exercises owned by another session whose spec still gives a constant stub credit (lead: see report).
-_KNOWN_STUB_CREDIT = {
-    "8.3": "capstone (issue 13): the unchanged model meets the accuracy target, one of three 7-point cases",
-}
-
-
-@pytest.mark.parametrize(
-    "ex_id",
-    [
-        pytest.param(e.id, marks=pytest.mark.xfail(reason=_KNOWN_STUB_CREDIT[e.id], strict=False))
-        if e.id in _KNOWN_STUB_CREDIT
-        else e.id
-        for e in all_exercises()
-    ],
-)
+@pytest.mark.parametrize("ex_id", [e.id for e in all_exercises()])
 def test_constant_stub_scores_zero(ex_id: str) -> None:
     ex = get_exercise(ex_id)
     cases = [(c, ex.reference(_roundtrip(c))) for c in ex.cases(hidden=True)]
