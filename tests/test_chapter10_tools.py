@@ -108,3 +108,14 @@ def test_table_and_pareto_png():
     front = fig.axes[0].lines[-1]
     assert list(front.get_xdata()) == [2.0, 4.0]  # int8 then fp32: 'bad' is dominated
     assert png(fig).data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_doctor_reports_the_chapter10_packages(monkeypatch):
+    from course_utils import env
+
+    report = env.collect()
+    line = dict(report.info)["chapter 10"]
+    assert all(d in line for d in env.CHAPTER10_DISTS) and "MISSING" not in line
+    real = env._version
+    monkeypatch.setattr(env, "_version", lambda d: None if d == "openvino" else real(d))
+    assert any(f.startswith("openvino missing: chapter 10 cannot run") for f in env.collect().fixes)
