@@ -251,11 +251,12 @@ def _block_edges() -> list[dict]:
 # --- 10.3 fair_latency -------------------------------------------------------------------------
 
 _SLOW_WARMUP_MS = 25.0  # the first calls of every model: like torch.compile compiling
+_OUTLIER_MS = 80.0  # one timed call: a mean over ≤ 7 repeats moves by ≥ 11 ms, the median not at all
 
 
 class CostModel(nn.Module):
     """A model of known cost: each call sleeps ``base_ms`` (the first ``slow`` calls 25 ms, the
-    call numbered ``outlier`` 40 ms more) and logs (name, threads, grad enabled, training)."""
+    call numbered ``outlier`` 80 ms more) and logs (name, threads, grad enabled, training)."""
 
     def __init__(self, name: str, base_ms: float, slow: int, outlier: int, log: list) -> None:
         super().__init__()
@@ -267,7 +268,7 @@ class CostModel(nn.Module):
         self.log.append([self.name, torch.get_num_threads(), torch.is_grad_enabled(), self.training])
         ms = _SLOW_WARMUP_MS if self.calls < self.slow else self.base_ms
         if self.calls == self.outlier:
-            ms += 40.0
+            ms += _OUTLIER_MS
         self.calls += 1
         time.sleep(ms / 1e3)
         return x * self.scale
@@ -357,11 +358,11 @@ def _lat_compare(got: Any, expected: Any, inputs: dict) -> None:
         raise AssertionError("Some calls ran in training mode: call model.eval() first (BN, dropout).")
     for n in names:
         base = inputs["base_ms"][n]
-        if not isinstance(ms[n], float) or not (0.9 * base <= ms[n] <= 1.6 * base + 2.0):
+        if not isinstance(ms[n], float) or not (0.9 * base <= ms[n] <= 1.6 * base + 3.0):
             raise AssertionError(
                 f"{n!r} costs {base} ms per call (the models cost {expected['ms']}), your harness "
-                f"reports {ms[n]!r} ms. Report milliseconds, the median of the timed calls (one call "
-                "per repeat is 40 ms slower: a mean would be skewed by it)."
+                f"reports {ms[n]!r} ms. Report milliseconds, the median of the timed calls (one of "
+                "them is 80 ms slower: a mean would be skewed by it)."
             )
 
 
