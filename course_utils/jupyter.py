@@ -80,12 +80,54 @@ def figure_png(fig: Any) -> tuple[bytes, dict[str, int]]:
     return data, {"width": round(w / scale), "height": round(h / scale)}
 
 
+_BOILERPLATE = re.compile(r" This could be because the operator doesn't exist.*?possible resolutions\.", re.S)
+_BACKENDS = re.compile(r"(only available for these backends: \[)([^\]]*)(\])")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def shorten_message(text: str, max_lines: int = MAX_MESSAGE_LINES) -> str:
-    """The first ``max_lines`` lines of an error message, saying how many were cut."""
+    """A long error message cut to what matters: PyTorch's dispatcher boilerplate and its list of
+    kernel registrations go (the first paragraph stays), any other message keeps its first
+    ``max_lines`` lines; says how much was cut."""
     lines = text.splitlines()
-    if len(lines) <= max_lines:
+    if len(lines) <= max_lines and len(text) <= 600:
         return text
-    return "\n".join([*lines[:max_lines], f"[… {len(lines) - max_lines} more lines of this message cut]"])
+    paragraphs = re.split(r"\n\s*\n", text.strip())
+    first = _BOILERPLATE.sub("", paragraphs[0])
+
+    def few(m: re.Match[str]) -> str:
+        items = [x.strip() for x in m.group(2).split(",")]
+        keep = [x for x in items if "Quantized" in x or x in ("CPU", "CUDA", "Meta")][:4] or items[:3]
+        return f"{m.group(1)}{', '.join(keep)}{', …' if len(keep) < len(items) else ''}{m.group(3)}"
+
+    first = _BACKENDS.sub(few, first)
+    first_lines = first.splitlines()
+    if len(first_lines) > max_lines:
+        first_lines = first_lines[:max_lines]
+    cut = len(lines) - len(first_lines)
+    if cut > 0:  # said on the last line, so the message still ends with the line that matters
+        first_lines[-1] += f"  [… {cut} more lines of this message cut]"
+    return "\n".join(first_lines)
+
+
+def _is_library_frame(entry: str) -> bool:
+    plain = _ANSI.sub("", entry).lstrip()
+    return plain.startswith("File ") and ("site-packages" in plain or "/lib/python3" in plain)
+
+
+def _collapse_library_frames(stb: list[str]) -> list[str]:
+    """Traceback entries inside installed libraries (torch, …) collapsed into one line."""
+    out: list[str] = []
+    run = 0
+    for entry in stb:
+        if _is_library_frame(entry):
+            run += 1
+            continue
+        if run:
+            out.append(f"\x1b[2m[… {run} frame(s) inside installed libraries (torch, …) hidden]\x1b[0m\n")
+            run = 0
+        out.append(entry)
+    return out
 
 
 def _is_fresh(shell: Any) -> bool:
@@ -109,6 +151,7 @@ def _rewrite(shell: Any, etype: type, value: BaseException, stb: list[str]) -> l
     short = shorten_message(full)
     if short != full and stb and full in stb[-1]:
         stb[-1] = stb[-1].replace(full, short)
+        stb = _collapse_library_frames(stb)
     if isinstance(value, NameError) and _is_fresh(shell):
         stb.append(f"\x1b[33m{RUN_FIRST_CELL}\x1b[0m")
     return stb

@@ -58,6 +58,20 @@ def test_long_error_message_is_cut_but_a_check_failure_is_not(cells: list) -> No
     assert shorten_message("a\nb", max_lines=6) == "a\nb"
 
 
+def test_dispatcher_error_keeps_the_sentence_that_matters() -> None:
+    msg = (
+        "Could not run 'quantized::conv2d' with arguments from the 'CPU' backend. This could be because "
+        "the operator doesn't exist for this backend, or was omitted. If you are a Facebook employee "
+        "using PyTorch on mobile, please visit https://fburl.com/ptmfixes for possible resolutions. "
+        "'quantized::conv2d' is only available for these backends: [Meta, QuantizedCPU, Python, Tracer].\n\n"
+        + "\n".join(f"Backend{i}: registered at aten/x.cpp:{i}" for i in range(40))
+    )
+    short = shorten_message(msg)
+    assert short.count("\n") == 0 and "registered at" not in short and "Facebook" not in short
+    assert short.startswith("Could not run 'quantized::conv2d' with arguments from the 'CPU' backend.")
+    assert "[Meta, QuantizedCPU, …]" in short and "more lines of this message cut]" in short
+
+
 def test_figure_png_size_metadata() -> None:
     from matplotlib.figure import Figure
 
