@@ -58,9 +58,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type
         return
     match["_seen"] = True
     match.outputs = [nbformat.from_dict(dict(o)) for o in outs]
+    if not all(c.get("_seen") for c in code_cells):
+        return  # written once every cell ran: make site never reads a half-executed notebook
     out = Path(target) / path.parent.name / path.name
     out.parent.mkdir(parents=True, exist_ok=True)
     clean = copy.deepcopy(nb)
     for cell in clean.cells:
         cell.pop("_seen", None)
-    out.write_text(nbformat.writes(clean) + "\n", encoding="utf-8")
+    tmp = out.with_suffix(".ipynb.tmp")
+    tmp.write_text(nbformat.writes(clean) + "\n", encoding="utf-8")
+    tmp.replace(out)
