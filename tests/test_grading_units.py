@@ -197,3 +197,28 @@ def test_without_bubblewrap_the_grader_refuses_unless_told(tmp_path, capsys, mon
     assert grade([str(SPEC), str(sub), "--out", str(out), "--sandbox", "auto", "--quiet"]) == 0
     assert "NOT sandboxed" in capsys.readouterr().err
     assert (out / "grades.csv").read_text().splitlines()[1].startswith("alice,0,5")
+
+
+def test_a_measuring_compare_shows_its_numbers_on_passed_cases():
+    """The capstone's compare returns its report-card line; the student sees it though it passed."""
+    import io
+
+    import torch
+
+    from course_utils.grading.judge import judge_bytes
+
+    buf = io.BytesIO()
+    torch.save({"ok": True, "value": torch.tensor([1.0])}, buf)
+
+    def measuring(got, expected, inputs):
+        return "size: 8.62× smaller than fp32 (target ≥ 4×)"
+
+    rec = judge_bytes(measuring, buf.getvalue(), None, {}, False, 1, 512)
+    assert rec["status"] == "passed" and "8.62×" in rec["message"]
+    silent = judge_bytes(lambda g, e, i: None, buf.getvalue(), None, {}, False, 2, 512)
+    assert silent == {**silent, "status": "passed", "message": ""}
+    ex = ExerciseResult(
+        "8.3", "capstone", 3.0, "passed", 3.0, cases=[CaseResult(**rec), CaseResult(**silent)]
+    )
+    out = exercise_output(ex)
+    assert "public case 1 passed: size: 8.62× smaller" in out and "case 2" not in out

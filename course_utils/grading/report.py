@@ -62,6 +62,8 @@ def _case_line(c: CaseResult) -> str:
 def exercise_output(e: ExerciseResult) -> str:
     """The text a student sees for one exercise."""
     lines = [e.message] if e.message else []
+    # Measured-outcome exercises (the capstone) report what was measured on passed cases too.
+    lines += [_case_line(c) for c in e.cases if c.status == "passed" and c.message]
     bad = [c for c in e.cases if c.status != "passed"]
     if len(bad) > 1 and len({(c.status, c.message) for c in bad}) == 1:  # e.g. all "not implemented"
         first = bad[0].message.strip().splitlines()[0] if bad[0].message.strip() else ""
