@@ -30,9 +30,11 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # JupyterLab at the course root (lessons, exercises and solutions all reachable), opening
 # START.ipynb: how to work and one row per chapter with links (regenerated each time).
+# jupyter-config/ hides nbgrader's instructor menus (nbgrader is installed for `make test`).
 lab: setup
 	$(PY) -m course_utils start
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/START.ipynb $(ALLOW_ROOT)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/jupyter-config $(VENV)/bin/jupyter lab --ServerApp.root_dir=. \
+		--LabApp.default_url=/lab/tree/START.ipynb $(ALLOW_ROOT)
 
 # Static HTML of every executed lesson + index (offline). Reuses the notebooks nbval executed
 # during `make test` (build/executed) when their sources still match; executes the rest.
