@@ -90,7 +90,7 @@ def start_notebook(root: str | Path = ".") -> NotebookNode:
     rows = ["| Chapter | Lesson | Exercises | What it teaches |", "| --- | --- | --- | --- |"]
     for ch in chapters(root):
         ex = f"[{ch.exercise}]({ch.exercise})" if ch.exercise else "—"
-        summary = ch.summary.replace("|", "\\|")
+        summary = ch.summary.replace("|", "\\|").replace("$$", "$")  # inline math in a table
         rows.append(f"| {ch.title} | [{ch.lesson}]({ch.lesson}) | {ex} | {summary} |")
     nb = nbformat.v4.new_notebook()
     nb.cells = [
