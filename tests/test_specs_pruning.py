@@ -79,7 +79,12 @@ def test_solution_passes_all_cases(exercise_id: str) -> None:
     assert run_all(ex, solution(exercise_id)) == []
 
 
-@pytest.mark.parametrize("exercise_id", IDS)
+# Measured-outcome exercises: their reference is the measuring context (test split, fp32 numbers),
+# not an answer that compare() could accept; test_specs_pipeline.py grades each twice identically.
+MEASURED = {"1.6", "1.8"}
+
+
+@pytest.mark.parametrize("exercise_id", [i for i in IDS if i not in MEASURED])
 def test_cases_are_deterministic_and_reference_is_stable(exercise_id: str) -> None:
     ex = get_exercise(exercise_id)
     a, b = ex.make_case(1000), ex.make_case(1000)

@@ -125,6 +125,25 @@ def _ft_case(seed: int) -> dict:
     }
 
 
+def _ft_edge_cases() -> list[dict]:
+    """Every weight in one cluster (the others must not move), and a single weight."""
+    g = torch.Generator().manual_seed(7)
+    return [
+        {
+            "codebook": torch.linspace(-0.3, 0.3, 8),
+            "indices": torch.full((5, 4), 3, dtype=torch.uint8),
+            "grad_w": torch.randn((5, 4), generator=g),
+            "lr": 0.1,
+        },
+        {
+            "codebook": torch.linspace(-0.3, 0.3, 4),
+            "indices": torch.tensor([2], dtype=torch.uint8),
+            "grad_w": torch.tensor([0.7]),
+            "lr": 0.5,
+        },
+    ]
+
+
 def _ft_run(fn, inputs: dict) -> Any:
     out = fn(inputs["codebook"].clone(), inputs["indices"].clone(), inputs["grad_w"].clone(), inputs["lr"])
     return out.detach() if isinstance(out, torch.Tensor) else out
@@ -182,6 +201,7 @@ EXERCISES = [
         compare=_ft_compare,
         public_seeds=(0, 1, 2),
         hidden_seeds=(3, 4, 1000, 1001),
+        edge_cases=_ft_edge_cases,
         hint="grad_c = torch.zeros_like(codebook).index_add_(0, indices.flatten().long(), grad_w.flatten()); "
         "return codebook - lr * grad_c.",
     ),
