@@ -139,7 +139,7 @@ def _python_dirs() -> list[Path]:
     dirs |= {Path(p).resolve() for p in sys.path if p and "-packages" in p and Path(p).is_dir()}
     keep = []
     for d in sorted(dirs, key=lambda p: len(p.parts)):  # drop dirs inside another one
-        if not any(d.is_relative_to(k) for k in keep) and not str(d).startswith(("/usr/", "/tmp/")):
+        if not any(d.is_relative_to(k) for k in keep) and not str(d).startswith("/usr/"):
             keep.append(d)
     return keep
 
@@ -163,7 +163,8 @@ def bwrap_argv(
     args = [exe, *_namespace_args(), *_root_binds()]
     sys_prefix = Path(sys.prefix)
     for d in _python_dirs():
-        args += ["--ro-bind", str(d), str(d)]
+        if not str(d).startswith("/tmp/"):  # those come back after the empty /tmp below
+            args += ["--ro-bind", str(d), str(d)]
     if sys_prefix != sys_prefix.resolve():  # a venv reached through a symlink
         args += ["--ro-bind", str(sys_prefix.resolve()), str(sys_prefix)]
     size = ["--size", str(tmp_mb * 2**20)] if tmp_mb else []
