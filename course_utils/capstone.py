@@ -22,13 +22,14 @@ from __future__ import annotations
 import copy
 import io
 import statistics
-import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .timing import interleaved_rounds, median_ms
 
 __all__ = [
     "TARGETS",
@@ -92,28 +93,15 @@ def interleaved_speedup(
 ) -> tuple[float, dict[str, float]]:
     """``(speed-up, median ms per model)``: median over rounds of ``min(baseline) / candidate``.
 
-    Each round times ``inner`` calls of every model in turn on one thread (baseline ``b`` runs
-    on its own input, e.g. ``x`` in ``channels_last``); a per-round ratio cancels load drift.
+    Each round times ``inner`` calls of every model in turn on one thread, in a rotated order
+    (:func:`~course_utils.timing.interleaved_rounds`); baseline ``b`` runs on its own input,
+    e.g. ``x`` in ``channels_last``. A per-round ratio cancels load drift.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     models = {"submission": (candidate, x), **baselines}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    try:
-        with torch.inference_mode():
-            for m, inp in models.values():
-                for _ in range(warmup):
-                    m(inp)
-            for _ in range(rounds):
-                for k, (m, inp) in models.items():
-                    t0 = time.perf_counter()
-                    for _ in range(inner):
-                        m(inp)
-                    times[k].append((time.perf_counter() - t0) / inner)
-    finally:
-        torch.set_num_threads(threads)
+    fns = {k: (lambda m=m, inp=inp: m(inp)) for k, (m, inp) in models.items()}
+    times = interleaved_rounds(fns, threads=1, warmup=warmup, rounds=rounds, number=inner)
     ratios = [min(times[b][r] for b in baselines) / times["submission"][r] for r in range(rounds)]
-    return statistics.median(ratios), {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return statistics.median(ratios), median_ms(times)
 
 
 @dataclass(frozen=True)

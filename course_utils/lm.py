@@ -235,7 +235,9 @@ class LMRecipe:
     teacher: str | None = None  # distil from this recipe's model instead of plain CE
     T: float = 2.0
     alpha: float = 0.7
-    threads: int = 1  # pinned like training.pretrained(): weights independent of the caller's threads
+    # pinned like training.pretrained(): the weights do not depend on the caller's thread count;
+    # 2 threads (both cores of the course machine) train the teacher in ~75 s instead of ~140 s
+    threads: int = 2
 
 
 LM_RECIPES: dict[str, LMRecipe] = {

@@ -7,11 +7,12 @@ once to do a matrix–vector product, so decode is bound by the bytes of weights
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from .timing import interleaved_rounds, median_ms
 
 __all__ = [
     "decode_fn",
@@ -56,16 +57,10 @@ def prefill_fn(model: nn.Module, batch: int = 8, length: int = 128) -> Callable[
 def interleaved_ms(
     fns: dict[str, Callable[[], None]], threads: int = 1, rounds: int = 5, min_run_time: float = 0.1
 ) -> dict[str, float]:
-    """Median milliseconds per call of each function, measured round-robin ``rounds`` times
-    (``torch.utils.benchmark``), so a change in machine load hits every variant alike."""
-    from torch.utils import benchmark
-
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads)
-            times[name].append(timer.blocked_autorange(min_run_time=min_run_time).median * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median milliseconds per call of each function over ``rounds`` interleaved rounds of about
+    ``min_run_time`` seconds each (:func:`course_utils.timing.interleaved_rounds`), so a change
+    in machine load hits every variant alike."""
+    return median_ms(interleaved_rounds(fns, threads=threads, warmup=1, rounds=rounds, block_s=min_run_time))
 
 
 def time_breakdown(model: nn.Module, fn: Callable[[], None], repeats: int = 3) -> dict[str, float]:

@@ -23,7 +23,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import escape
 from statistics import median, quantiles
@@ -31,6 +30,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from .timing import interleaved_rounds, load_average, num_threads
 
 __all__ = [
     "Candidate",
@@ -83,14 +84,6 @@ def faster_or_slower(ratio: float) -> str:
     return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (``None`` where the OS has none)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
 def cpu_summary() -> dict[str, Any]:
     """What this CPU and torch build offer for int8: ISA level, VNNI/AMX, the quantized engine.
 
@@ -120,16 +113,6 @@ def cpu_summary() -> dict[str, Any]:
     }
 
 
-@contextmanager
-def _num_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def _compile(model: nn.Module, x: torch.Tensor) -> tuple[Callable, float]:
     """``torch.compile`` with inductor freezing (weights become constants, as for deployment);
     compiles on the first call, whose wall time is returned."""
@@ -142,13 +125,6 @@ def _compile(model: nn.Module, x: torch.Tensor) -> tuple[Callable, float]:
         warnings.filterwarnings("ignore", message="To copy construct from a tensor", category=UserWarning)
         compiled(x)
     return compiled, time.perf_counter() - t0
-
-
-def _per_call(fn: Callable, x: torch.Tensor, number: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(number):
-        fn(x)
-    return (time.perf_counter() - t0) / number
 
 
 def measure_interleaved(
@@ -181,9 +157,9 @@ def measure_interleaved(
     batch = int(example_input.shape[0])
     load_before = load_average()
     rows: dict[str, SpeedRow] = {}
-    runners: dict[str, tuple[Callable, torch.Tensor, int]] = {}
+    runners: dict[str, Callable[[], Any]] = {}
     compile_spent = 0.0
-    with _num_threads(threads):
+    with num_threads(threads):
         if any(c.compile and c.model is not None for c in candidates):
             torch._dynamo.reset()  # recompile at this thread count
         for c in tqdm(candidates, desc=f"warm up ({threads}T)", disable=not progress, leave=False):
@@ -212,16 +188,14 @@ def measure_interleaved(
             with torch.inference_mode():
                 for _ in range(warmup):
                     fn(x)
-                one = _per_call(fn, x, 1)
-            runners[c.name] = (fn, x, max(1, round(block_s / max(one, 1e-6))))
-        order = list(runners)
-        bar = tqdm(total=repeats * len(order), desc=f"time ({threads}T)", disable=not progress, leave=False)
-        with torch.inference_mode():
-            for r in range(repeats):
-                for name in order[r % len(order) :] + order[: r % len(order)]:  # rotate the order
-                    fn, x, number = runners[name]
-                    rows[name].samples_ms.append(1e3 * _per_call(fn, x, number))
-                    bar.update()
+            runners[c.name] = lambda fn=fn, x=x: fn(x)
+        bar = tqdm(total=repeats * len(runners), desc=f"time ({threads}T)", disable=not progress, leave=False)
+        if runners:
+            times = interleaved_rounds(
+                runners, threads, warmup=0, rounds=repeats, block_s=block_s, on_block=bar.update
+            )
+            for name, ts in times.items():
+                rows[name].samples_ms = [1e3 * t for t in ts]
         bar.close()
     for row in rows.values():
         if row.samples_ms:
