@@ -562,3 +562,59 @@ def test_6_1_gradients_for_the_numbers_fail() -> None:
 
     res = loses_credit("6.1", GradForAll, "RuntimeError")
     assert res.score == 0
+
+
+# --- chapter 8 ------------------------------------------------------------------------------------
+
+
+def _soft_target(ts: list, T: float, weights: list | None, *, detach: bool = True, normalize: bool = True):
+    """p̄ = Σ w_k·softmax(t_k/T) / Σ w_k as a student might write it, optionally with one mistake."""
+    w = torch.ones(len(ts)) if weights is None else torch.tensor(weights)
+    w = w / w.sum() if normalize or weights is None else w
+    return sum(wi * torch.softmax((t.detach() if detach else t) / T, -1) for wi, t in zip(w, ts))
+
+
+def _ensemble_loss(p_bar: torch.Tensor, s: torch.Tensor, y: torch.Tensor, T: float, alpha: float):
+    kl = torch.nn.functional.kl_div(torch.log_softmax(s / T, -1), p_bar, reduction="batchmean")
+    return alpha * T * T * kl + (1 - alpha) * torch.nn.functional.cross_entropy(s, y)
+
+
+def test_8_1_gradient_reaching_the_teachers_fails() -> None:
+    """ "no gradient may reach the teachers' logits (they are fixed targets: detach them)"."""
+
+    def no_detach(s, ts, y, T, alpha, weights=None):
+        return _ensemble_loss(_soft_target(ts, T, weights, detach=False), s, y, T, alpha)
+
+    assert loses_credit("8.1", no_detach, "put a .grad on the teachers' logits").score == 0
+
+
+def test_8_1_averaging_logits_fails() -> None:
+    """ "average the teachers' probabilities, not their logits"."""
+    ref = solution("8.1")
+
+    def mean_logits(s, ts, y, T, alpha, weights=None):
+        w = torch.ones(len(ts)) if weights is None else torch.tensor(weights)
+        return ref(s, [sum(wi * t for wi, t in zip(w / w.sum(), ts))], y, T, alpha)
+
+    loses_credit("8.1", mean_logits, "averages the teachers' logits; average their probabilities")
+
+
+def test_8_1_weights_ignored_or_not_normalized_fail() -> None:
+    """ "weights … a list of K non-negative numbers that need not sum to 1 (divide by their sum)"."""
+    ref = solution("8.1")
+    loses_credit("8.1", lambda s, ts, y, T, a, weights=None: ref(s, ts, y, T, a), "the weights are ignored")
+
+    def unnormalized(s, ts, y, T, alpha, weights=None):
+        return _ensemble_loss(_soft_target(ts, T, weights, normalize=False), s, y, T, alpha)
+
+    loses_credit("8.1", unnormalized, "the weights are not normalized")
+
+
+def test_8_1_loss_not_differentiable_wrt_the_student_fails() -> None:
+    """ "the returned scalar tensor stays differentiable w.r.t. student_logits (no .item())"."""
+    ref = solution("8.1")
+
+    def detached_student(s, ts, y, T, alpha, weights=None):
+        return ref(s.detach(), ts, y, T, alpha, weights)
+
+    assert loses_credit("8.1", detached_student, "no gradient w.r.t. the student logits").score == 0

@@ -169,51 +169,123 @@ def test_amp_step_returning_scaled_loss_fails() -> None:
     fails_with("7.2", _step(scaled=True), "*scaled* loss")
 
 
-# --- 8.1 distillation_loss ----------------------------------------------------------------------
+# --- 8.1 ensemble_distillation_loss -------------------------------------------------------------
 
 
-def test_reference_distillation_loss_passes_all_cases(ch08: dict[str, Any]) -> None:
-    assert run_all_cases("8.1", ch08["distillation_loss"]) >= 3 + 4 + 3
+def test_reference_ensemble_distillation_loss_passes_all_cases(ch08: dict[str, Any]) -> None:
+    assert run_all_cases("8.1", ch08["ensemble_distillation_loss"]) >= 3 + 5 + 5
 
 
-def test_library_distillation_loss_matches_the_spec() -> None:
+def test_ensemble_cases_cover_what_the_exercise_states() -> None:
+    """1 to 4 teachers, weights None and explicit (not summing to 1), several T and alpha; the
+    public cases (check()) already contain explicit weights and several teachers."""
+    ex = get_exercise("8.1")
+    cases = ex.cases(hidden=True)
+    assert {len(c["teachers"]) for c in cases} >= {1, 2, 3, 4}
+    assert any(c["weights"] is None for c in cases)
+    assert any(c["weights"] is not None and abs(sum(c["weights"]) - 1) > 0.5 for c in cases)
+    assert len({c["T"] for c in cases}) >= 4 and len({c["alpha"] for c in cases}) >= 4
+    public = ex.cases(hidden=False)
+    assert any(c["weights"] is not None and len(c["teachers"]) >= 2 for c in public)
+    assert any(c["weights"] is None and len(c["teachers"]) >= 2 for c in public)
+
+
+def test_one_teacher_is_the_lessons_distillation_loss(ch08: dict[str, Any]) -> None:
+    """With one teacher and weights=None, 8.1 reduces to course_utils.distillation (the lesson's loss)."""
     from course_utils.distillation import distillation_loss
 
-    run_all_cases("8.1", distillation_loss)
+    def value_and_grad(fn, s0: torch.Tensor, *args) -> tuple[torch.Tensor, torch.Tensor]:
+        s = s0.clone().requires_grad_(True)
+        loss = fn(s, *args)
+        loss.backward()
+        return loss.detach(), s.grad
+
+    g = torch.Generator().manual_seed(0)
+    for T, alpha in ((1.0, 0.5), (4.0, 0.7), (0.5, 1.0)):
+        s0, t = torch.randn(8, 10, generator=g) * 3, torch.randn(8, 10, generator=g) * 3
+        y = torch.randint(10, (8,), generator=g)
+        torch.testing.assert_close(
+            value_and_grad(ch08["ensemble_distillation_loss"], s0, [t], y, T, alpha),
+            value_and_grad(distillation_loss, s0, t, y, T, alpha),
+        )
 
 
-def _kd(t2: bool = True, swap: bool = False, reduction: str = "batchmean", swap_alpha: bool = False):
-    def distillation_loss(s, t, y, T, alpha):
-        a, b = (s, t) if not swap else (t, s)
-        kl = F.kl_div(F.log_softmax(a / T, -1), F.softmax(b / T, -1), reduction=reduction)
-        w = 1 - alpha if swap_alpha else alpha
-        return w * (T * T if t2 else 1) * kl + (1 - w) * F.cross_entropy(s, y)
+def _ens(
+    mean_logits: bool = False,
+    uniform: bool = False,
+    normalize: bool = True,
+    t2: bool = True,
+    reduction: str = "batchmean",
+    swap: bool = False,
+    swap_alpha: bool = False,
+    teacher_only_T: bool = False,
+    detach: bool = True,
+):
+    """ensemble_distillation_loss written as a student might, with one mistake switched on."""
 
-    return distillation_loss
+    def ensemble_distillation_loss(s, ts, y, T, alpha, weights=None):
+        k = len(ts)
+        w = torch.ones(k) if weights is None or uniform else torch.tensor(weights)
+        w = w / (w.sum() if normalize or weights is None else 1.0)
+        ts = [t.detach() for t in ts] if detach else ts
+        if mean_logits:
+            p = F.softmax(sum(wi * t for wi, t in zip(w, ts)) / T, -1)
+        else:
+            p = sum(wi * F.softmax(t / T, -1) for wi, t in zip(w, ts))
+        log_q = F.log_softmax(s if teacher_only_T else s / T, -1)
+        kl = (
+            F.kl_div(p.log(), log_q.exp(), reduction=reduction)
+            if swap
+            else F.kl_div(log_q, p, reduction=reduction)
+        )
+        a = 1 - alpha if swap_alpha else alpha
+        return a * (T * T if t2 else 1) * kl + (1 - a) * F.cross_entropy(s, y)
+
+    return ensemble_distillation_loss
 
 
+def test_the_student_like_implementation_is_right() -> None:
+    """``_ens()`` with no mistake switched on passes: each failure below is its mistake's."""
+    run_all_cases("8.1", _ens())
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
 @pytest.mark.parametrize(
     "wrong,fragment",
     [
-        (_kd(t2=False), "T² factor is missing"),
-        (_kd(swap=True), "KL direction is reversed"),
-        (_kd(reduction="mean"), 'reduction="mean"'),
-        (_kd(reduction="sum"), 'reduction="sum"'),
-        (_kd(swap_alpha=True), "alpha weights the wrong term"),
+        (_ens(mean_logits=True), "averages the teachers' logits; average their probabilities"),
+        (_ens(uniform=True), "the weights are ignored"),
+        (_ens(normalize=False), "the weights are not normalized"),
+        (_ens(t2=False), "T² factor is missing"),
+        (_ens(reduction="mean"), 'reduction="mean"'),
+        (_ens(reduction="sum"), 'reduction="sum"'),
+        (_ens(swap=True), "KL direction is reversed"),
+        (_ens(swap_alpha=True), "alpha weights the wrong term"),
+        (_ens(teacher_only_T=True), "divides only the teachers' logits"),
+        (_ens(detach=False), "put a .grad on the teachers' logits"),
     ],
 )
-def test_wrong_distillation_losses_are_diagnosed(wrong, fragment: str) -> None:
+def test_wrong_ensemble_losses_are_diagnosed(wrong, fragment: str) -> None:
     fails_with("8.1", wrong, fragment)
 
 
-def test_detached_distillation_loss_is_rejected(ch08: dict[str, Any]) -> None:
+def test_detached_ensemble_loss_is_rejected(ch08: dict[str, Any]) -> None:
     from course_utils.checks import CheckFailed, check
 
-    def detached(s, t, y, T, alpha):
-        return ch08["distillation_loss"](s, t, y, T, alpha).detach()
+    def detached(s, ts, y, T, alpha, weights=None):
+        return ch08["ensemble_distillation_loss"](s, ts, y, T, alpha, weights).detach()
 
     with pytest.raises(CheckFailed, match="no gradient"):
         check("8.1", detached)
+
+
+def test_detaching_the_student_instead_of_the_teachers_is_rejected() -> None:
+    """The loss still requires grad (through the teachers) but backward() never reaches the student."""
+    from course_utils.checks import CheckFailed, check
+
+    wrong = _ens(detach=False)
+    with pytest.raises(CheckFailed, match="did not reach the student logits"):
+        check("8.1", lambda s, ts, y, T, a, weights=None: wrong(s.detach(), ts, y, T, a, weights))
 
 
 def test_distill_trains_a_student_towards_the_teacher() -> None:
