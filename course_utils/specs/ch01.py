@@ -2,117 +2,22 @@
 
 1.1 ``sparsity(model)`` · 1.2 ``l1_unstructured_mask`` (= ``prune.l1_unstructured``'s mask) ·
 1.3 ``ln_structured_mask`` (= ``prune.ln_structured``'s mask) · 1.4 a fixed
-``prune_by_threshold`` (keeps shapes) · 1.5 ``prune_conv_bn_conv`` (physical channel removal).
+``prune_by_threshold`` (keeps shapes). 1.5 (channel removal) is in ``ch01_channels.py``.
 
-The mask helpers at the top (``compare_masks`` …) are shared with the chapter 2 and 3 specs.
+The mask helpers (``compare_masks``, ``_safe`` …) live in ``common.py``; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
+from .common import _holder, _n_pruned_text, _safe, compare_masks  # noqa: F401 (re-exported)
 from .together import paired_compare, paired_reference, paired_run, with_regular
-
-# --- shared mask comparison ------------------------------------------------------------------
-
-
-def _n_pruned_text(amount: Any, n: int, what: str = "entries") -> str:
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        return ""
-    if isinstance(amount, int):
-        return f" (amount={amount} is an int: prune exactly {amount} {what})"
-    return f" (amount={amount} of {n} {what}: torch prunes round({amount}·{n}) = {round(amount * n)})"
-
-
-def compare_masks(
-    got: Any,
-    expected: torch.Tensor,
-    scores: torch.Tensor | None = None,
-    *,
-    path: str = "mask",
-    amount: Any = None,
-    units: int | None = None,
-    what: str = "entries",
-    keep_zero: torch.Tensor | None = None,
-) -> None:
-    """Compare a 0/1 mask with torch's, explaining the difference; ties in ``scores`` are allowed.
-
-    With ``scores`` (the importance of every entry, e.g. ``|w|`` or the channel norm broadcast
-    to the weight's shape) a different mask is accepted when it prunes the same number of
-    entries with the same multiset of scores: it only breaks ties differently than ``topk``.
-    ``keep_zero``: entries that must stay pruned (an earlier mask).
-    """
-    if not isinstance(got, torch.Tensor):
-        raise AssertionError(f"{path}: expected a tensor mask, got {type(got).__name__}.")
-    if got.shape != expected.shape:
-        raise AssertionError(
-            f"{path}: shape {tuple(got.shape)} but the weight (and torch's mask) has shape "
-            f"{tuple(expected.shape)}. A mask has exactly the shape of the tensor it masks."
-        )
-    g = got.detach().to(torch.float32)
-    if not bool(((g == 0) | (g == 1)).all()):
-        raise AssertionError(f"{path}: a mask holds only 0 (pruned) and 1 (kept); got other values.")
-    e = expected.detach().to(torch.float32)
-    if torch.equal(g, e):
-        return
-    if keep_zero is not None:
-        revived = (keep_zero == 0) & (g == 1)
-        if bool(revived.any()):
-            at = tuple(revived.nonzero()[0].tolist())
-            raise AssertionError(
-                f"{path}: entry {at} was already pruned by the earlier mask but your mask keeps it. "
-                "A second pruning can only remove more entries."
-            )
-    alive = torch.ones_like(e, dtype=torch.bool) if keep_zero is None else keep_zero != 0
-    ng, ne = int(((g == 0) & alive).sum()), int(((e == 0) & alive).sum())
-    if ng != ne:
-        n = units if units is not None else e.numel()
-        unit = what if units is None else "entries"
-        per = e.numel() // units if units else 0
-        if units and keep_zero is None and per and ng % per == 0:
-            ng, ne, unit = ng // per, ne // per, what  # count whole slices
-        if keep_zero is not None:
-            unit = f"of the {int(alive.sum())} still-unpruned entries"
-        raise AssertionError(
-            f"{path}: you pruned {ng} {unit} but torch prunes {ne}{_n_pruned_text(amount, n, what)}."
-        )
-    if scores is not None:
-        s = scores.detach().to(torch.float32)
-        if torch.equal(s[g == 0].sort().values, s[e == 0].sort().values):
-            return  # same scores pruned: only ties were broken differently
-        wrong = ((g == 0) & (e == 1)).nonzero()[:3].tolist()
-        rows = "\n".join(
-            f"    you prune {tuple(i)} (score {s[tuple(i)].item():.4g}) which torch keeps" for i in wrong
-        )
-        lo_kept = s[e == 1].min().item() if bool((e == 1).any()) else float("nan")
-        raise AssertionError(
-            f"{path}: the right number ({ng}) is pruned but not the right ones: torch prunes the "
-            f"lowest scores (every kept score ≥ {lo_kept:.4g}).\n{rows}"
-        )
-    assert_same(g, e, path=path)
-
-
-def _holder(t: torch.Tensor, name: str = "weight") -> nn.Module:
-    """A bare module owning one parameter, to run ``torch.nn.utils.prune`` on."""
-    m = nn.Module()
-    m.register_parameter(name, nn.Parameter(t.detach().clone()))
-    return m
-
-
-def _safe(fn, *args) -> Any:
-    """``fn(*args)``, or the text of the exception (so a later comparison can explain it)."""
-    try:
-        return fn(*args)
-    except Exception as err:  # reported as a value: "expected a tensor, got str 'RuntimeError: …'"
-        return f"{type(err).__name__}: {err}"[:300]
-
 
 # --- 1.1 sparsity(model) ---------------------------------------------------------------
 
@@ -388,123 +293,6 @@ def _threshold_edges() -> list[dict]:
     ]
 
 
-# --- 1.5 prune_conv_bn_conv(conv1, bn, conv2, amount) -------------------------------------------
-
-_CASES_15 = [(2, 6, 5, True), (3, 8, 4, False), (1, 5, 3, True), (4, 7, 6, False)]
-
-
-def _chain_case(seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    cin, c, cout, bias = _CASES_15[seed % len(_CASES_15)]
-    return {
-        "w1": torch.randn(c, cin, 3, 3, generator=g),
-        "b1": torch.randn(c, generator=g) if bias else None,
-        # signed scales (BN's γ may be negative): the ranking is by |γ|, not γ
-        "gamma": (torch.rand(c, generator=g) + 0.3) * (torch.randint(0, 2, (c,), generator=g) * 2 - 1),
-        "beta": torch.randn(c, generator=g),
-        "mean": torch.randn(c, generator=g),
-        "var": torch.rand(c, generator=g) + 0.5,
-        "w2": torch.randn(cout, c, 3, 3, generator=g),
-        "b2": torch.randn(cout, generator=g),
-        "amount": (
-            round(float(torch.rand((), generator=g)) * 0.6 + 0.2, 3)
-            if seed % 2 == 0
-            else int(torch.randint(1, c, (), generator=g))
-        ),
-        "x": torch.randn(2, cin, 7, 7, generator=g),
-    }
-
-
-def _chain_modules(inputs: dict) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
-    w1, w2 = inputs["w1"], inputs["w2"]
-    conv1 = nn.Conv2d(w1.shape[1], w1.shape[0], 3, padding=1, bias=inputs["b1"] is not None)
-    bn = nn.BatchNorm2d(w1.shape[0])
-    conv2 = nn.Conv2d(w2.shape[1], w2.shape[0], 3, padding=1)
-    with torch.no_grad():
-        conv1.weight.copy_(w1)
-        if inputs["b1"] is not None:
-            conv1.bias.copy_(inputs["b1"])
-        bn.weight.copy_(inputs["gamma"])
-        bn.bias.copy_(inputs["beta"])
-        bn.running_mean.copy_(inputs["mean"])
-        bn.running_var.copy_(inputs["var"])
-        conv2.weight.copy_(w2)
-        conv2.bias.copy_(inputs["b2"])
-    return conv1.eval(), bn.eval(), conv2.eval()
-
-
-def _chain_run(fn, inputs: dict) -> dict:
-    mods = _chain_modules(inputs)
-    snapshot = [copy.deepcopy(m.state_dict()) for m in mods]
-    new = fn(*mods, inputs["amount"])
-    if not isinstance(new, (tuple, list)) or len(new) != 3:
-        return {"types": f"expected (conv1, bn, conv2), got {type(new).__name__}"}
-    unchanged = all(
-        all(torch.equal(a, b) for a, b in zip(s.values(), m.state_dict().values()))
-        for s, m in zip(snapshot, mods)
-    )
-    shapes = {
-        "conv1.weight": list(new[0].weight.shape) if isinstance(new[0], nn.Conv2d) else None,
-        "bn.weight": list(new[1].weight.shape) if isinstance(new[1], nn.BatchNorm2d) else None,
-        "bn.running_mean": list(new[1].running_mean.shape) if isinstance(new[1], nn.BatchNorm2d) else None,
-        "conv2.weight": list(new[2].weight.shape) if isinstance(new[2], nn.Conv2d) else None,
-    }
-    chain = nn.Sequential(new[0], new[1], nn.ReLU(), new[2]).eval()
-    with torch.no_grad():
-        out = _safe(chain, inputs["x"])
-    return {
-        "types": [type(m).__name__ for m in new],
-        "shapes": shapes,
-        "kept conv1 filters (largest |γ|, original order)": new[0].weight.detach().clone()
-        if isinstance(new[0], nn.Conv2d)
-        else None,
-        "output": out,
-        "new_modules": all(a is not b for a, b in zip(new, mods)),
-        "originals_unchanged": unchanged,
-    }
-
-
-def _chain_reference(inputs: dict) -> dict:
-    w1, gamma = inputs["w1"], inputs["gamma"]
-    # network slimming: the channels whose BN scale |γ| prune.l1_unstructured keeps, in their order
-    mask = prune.L1Unstructured(inputs["amount"]).compute_mask(gamma, torch.ones_like(gamma))
-    keep = mask.nonzero().squeeze(1)
-    b1 = None if inputs["b1"] is None else inputs["b1"][keep]
-    h = F.conv2d(inputs["x"], w1[keep], b1, padding=1)
-    h = F.batch_norm(
-        h, inputs["mean"][keep], inputs["var"][keep], inputs["gamma"][keep], inputs["beta"][keep], eps=1e-5
-    )
-    out = F.conv2d(F.relu(h), inputs["w2"][:, keep], inputs["b2"], padding=1)
-    k, cin, cout = len(keep), w1.shape[1], inputs["w2"].shape[0]
-    return {
-        "types": ["Conv2d", "BatchNorm2d", "Conv2d"],
-        "shapes": {
-            "conv1.weight": [k, cin, 3, 3],
-            "bn.weight": [k],
-            "bn.running_mean": [k],
-            "conv2.weight": [cout, k, 3, 3],
-        },
-        "kept conv1 filters (largest |γ|, original order)": w1[keep],
-        "output": out,
-        "new_modules": True,
-        "originals_unchanged": True,
-    }
-
-
-def _chain_compare(got: Any, expected: dict, inputs: dict) -> None:
-    assert_same(got, expected, inputs, atol=1e-4, rtol=1e-4)
-
-
-def _chain_edges() -> list[dict]:
-    base = _chain_case(3)
-    c = base["w1"].shape[0]
-    return [
-        {**base, "amount": 0.0},  # nothing removed: same layers, same output
-        {**base, "amount": 0},
-        {**base, "amount": c - 1},  # a single channel survives
-    ]
-
-
 EXERCISES = [
     Exercise(
         id="1.1",
@@ -556,19 +344,5 @@ EXERCISES = [
         edge_cases=_threshold_edges,
         hint="multiply each ≥2-D weight by its mask in place (under torch.no_grad()) instead of "
         "indexing it with the mask; |w| >= threshold is kept; return {name: mask}.",
-    ),
-    Exercise(
-        id="1.5",
-        title="prune_conv_bn_conv(conv1, bn, conv2, amount)",
-        target="prune_conv_bn_conv",
-        points=3,
-        make_case=_chain_case,
-        run=_chain_run,
-        reference=_chain_reference,
-        compare=_chain_compare,
-        edge_cases=_chain_edges,
-        hint="keep = the channels with the largest |bn.weight| (|γ|), as many as prune.l1_unstructured "
-        "keeps, sorted back into their original order; slice conv1 weight/bias [keep], BN weight/bias/running "
-        "stats [keep], conv2 weight [:, keep]; build new modules, never return the ones you were given.",
     ),
 ]

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
-from .ch01 import _safe, compare_masks
+from .common import _safe, compare_masks
 from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- 2.1 apply_mask(module, name, mask) ---------------------------------------------------------

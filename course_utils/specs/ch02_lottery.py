@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
-from .ch01 import compare_masks
+from .common import compare_masks
 
 _LAYERS = ("0", "2", "4")
 

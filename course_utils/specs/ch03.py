@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from ..exercise import Exercise, assert_same
-from .ch01 import _safe
+from .common import _safe
 from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- reference methods (plain torch) --------------------------------------------------------

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..exercise import Exercise, assert_same
-from .ch01 import _safe
+from .common import _safe
 from .together import paired_compare, paired_reference, paired_run, with_regular
 
 # --- 4.1 fold_conv_bn(conv, bn) -------------------------------------------------------------
