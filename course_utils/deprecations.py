@@ -154,10 +154,12 @@ def show_known_deprecations(verbose: bool = True) -> list[str]:
     from torch import nn
     from torch.ao import quantization as tq
 
+    from .quantization import select_engine
+
     model = nn.Sequential(tq.QuantStub(), nn.Linear(4, 2), tq.DeQuantStub()).eval()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.qconfig = tq.get_default_qconfig("x86")
+        model.qconfig = tq.get_default_qconfig(select_engine())
         prepared = tq.prepare(model)
         prepared(torch.randn(8, 4))
         tq.convert(prepared)

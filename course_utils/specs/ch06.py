@@ -159,11 +159,13 @@ def _qat_edge_cases() -> list[dict]:
 def _prepared(inputs: dict) -> nn.Module:
     import torch.ao.quantization as tq
 
+    from ..quantization import select_engine
+
     model = _TinyQAT()
     model.load_state_dict(inputs["state"])
     model.train()
     model = tq.fuse_modules_qat(model, [["conv", "bn", "relu"]])
-    model.qconfig = tq.get_default_qat_qconfig("x86")
+    model.qconfig = tq.get_default_qat_qconfig(select_engine())  # x86 here, qnnpack on ARM
     return tq.prepare_qat(model)
 
 
