@@ -1,6 +1,6 @@
 """Knowledge distillation (Hinton et al., 2015): train a small student on a teacher's soft targets.
 
-Convention used throughout the course (and by exercise 8.1)::
+Convention used throughout the course (exercise 8.1 extends it to an ensemble of teachers)::
 
     L = alpha · T² · KL( softmax(t/T) ‖ softmax(s/T) ) + (1 − alpha) · CE(s, y)
 
