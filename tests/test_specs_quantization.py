@@ -45,7 +45,7 @@ def test_reference_solution_passes_every_case(ex_id: str, solutions: dict) -> No
     run_all_cases(ex_id, solutions[ex.target])
 
 
-@pytest.mark.parametrize("ex_id", [i for i in IDS if i != "5.6"])
+@pytest.mark.parametrize("ex_id", IDS)
 def test_cases_are_deterministic_and_serializable(ex_id: str, tmp_path: Path) -> None:
     ex = get_exercise(ex_id)
     for seed in ex.public_seeds:
@@ -181,25 +181,6 @@ def test_observer_wrong_answers_fail(solutions: dict) -> None:
             return self.inner.calculate_qparams()
 
     fails_with("5.5", NotAnObserver, "ObserverBase")
-
-
-def test_static_ptq_wrong_answers_fail(solutions: dict) -> None:
-    def no_fusion(model, loader):
-        m = copy.deepcopy(model).eval()
-        m.qconfig = tq.get_default_qconfig("x86")
-        tq.prepare(m, inplace=True)
-        for x, _ in loader:
-            m(x)
-        return tq.convert(m, inplace=True)
-
-    fails_with("5.6", no_fusion, "BatchNorm layers are left")
-
-    def no_qconfig_on_classifier(model, loader):
-        m = solutions["quantize_course_cnn"](model, loader)
-        m.classifier[3] = nn.Linear(128, 10)  # forgot to quantize the last layer
-        return m
-
-    fails_with("5.6", no_qconfig_on_classifier, "still float")
 
 
 def test_fake_quant_wrong_answers_fail(solutions: dict) -> None:

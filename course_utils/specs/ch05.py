@@ -4,8 +4,7 @@
 ``torch.quantize_per_tensor(...).int_repr()`` · 5.3 ``dequantize`` = ``.dequantize()`` of the
 same quantized tensor · 5.4 ``quantize_per_channel`` = ``torch.quantize_per_channel(...)
 .int_repr()`` · 5.5 ``MyMinMaxObserver`` reproduces ``MinMaxObserver`` alone and inside a
-``QConfig`` · 5.6 ``quantize_course_cnn`` is a full static PTQ whose result is compared by
-properties with ``course_utils.quantization.static_ptq``.
+``QConfig``. 5.6 (static PTQ of an unseen network) is in ``ch05_ptq.py``.
 
 PyTorch quantizes with ``nearbyint(x · (1/scale))`` in float32; code that divides by the scale
 may land one level off on about one entry in 10⁵, which the comparison tolerates (at most
@@ -458,134 +457,6 @@ def _obs_compare(got: Any, expected: dict, inputs: dict) -> None:
     assert_same(got["in a QConfig"], expected["in a QConfig"], inputs, path="converted model")
 
 
-# --- 5.6 quantize_course_cnn -------------------------------------------------------------------------
-
-
-def _ptq_case(seed: int) -> dict:
-    from ..data import load_digits_dataset
-    from ..training import pretrained
-
-    model = pretrained("course_cnn_quant", progress=False)
-    splits = load_digits_dataset()
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(splits.train), generator=g)[:256]
-    xs = torch.stack([splits.train[int(i)][0] for i in idx])
-    test_x = torch.stack([x for x, _ in splits.test])
-    test_y = torch.stack([y for _, y in splits.test])
-    return {"state": model.state_dict(), "calib": xs, "test_x": test_x, "test_y": test_y}
-
-
-def _ptq_edge_cases() -> list[dict]:
-    small = _ptq_case(7)
-    small["calib"] = small["calib"][:32]  # one small calibration batch
-    return [small]
-
-
-def _ptq_model(inputs: dict) -> nn.Module:
-    from ..models import CourseCNN
-
-    model = CourseCNN(quant_stubs=True)
-    model.load_state_dict(inputs["state"])
-    return model.eval()
-
-
-def _ptq_loader(inputs: dict) -> torch.utils.data.DataLoader:
-    ds = torch.utils.data.TensorDataset(inputs["calib"], torch.zeros(len(inputs["calib"]), dtype=torch.long))
-    return torch.utils.data.DataLoader(ds, batch_size=64)
-
-
-def _ptq_summary(model: Any, inputs: dict) -> dict:
-    from ..metrics import model_size_bytes
-
-    if not isinstance(model, nn.Module):
-        return {"returned": type(model).__name__}
-    float_layers = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
-    bns = [n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    quantized = sorted(
-        {type(m).__name__ for m in model.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")}
-    )
-    with torch.no_grad():
-        pred = _safe(lambda: model(inputs["test_x"]).argmax(1))
-    acc = pred if isinstance(pred, str) else float((pred == inputs["test_y"]).float().mean())
-    return {
-        "float Conv2d/Linear left": float_layers,
-        "BatchNorm left": bns,
-        "quantized module types": quantized,
-        "accuracy": acc,
-        "size_bytes": model_size_bytes(model),
-    }
-
-
-def _ptq_untouched(quantize, inputs: dict) -> dict:
-    """``quantize(model, loader)`` summarized, plus whether the given model was left as it was."""
-    model = _ptq_model(inputs)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    types = [(n, type(m).__name__) for n, m in model.named_modules()]
-    out = _ptq_summary(quantize(model, _ptq_loader(inputs)), inputs)
-    after = model.state_dict()
-    out["the model you were given is unchanged"] = (
-        [(n, type(m).__name__) for n, m in model.named_modules()] == types
-        and set(after) == set(state)
-        and all(torch.equal(after[k], v) for k, v in state.items())
-    )
-    return out
-
-
-def _ptq_run(fn, inputs: dict) -> dict:
-    return _ptq_untouched(fn, inputs)
-
-
-def _ptq_reference(inputs: dict) -> dict:
-    from ..metrics import model_size_bytes
-    from ..quantization import static_ptq
-
-    fp32 = _ptq_model(inputs)
-    with torch.no_grad():
-        fp32_acc = float((fp32(inputs["test_x"]).argmax(1) == inputs["test_y"]).float().mean())
-    out = _quietly(_ptq_untouched, static_ptq, inputs)
-    out["fp32 accuracy"] = fp32_acc
-    out["fp32 size_bytes"] = model_size_bytes(fp32)
-    return out
-
-
-def _ptq_compare(got: Any, expected: dict, inputs: dict) -> None:
-    if "returned" in got:
-        raise AssertionError(f"return the quantized model (an nn.Module), not {got['returned']}.")
-    if not got["the model you were given is unchanged"]:
-        raise AssertionError(
-            "the model you were given was changed (its modules or weights): the exercise says not to. "
-            "Quantize a copy: m = copy.deepcopy(model).eval(), then fuse/prepare/convert m."
-        )
-    if got["float Conv2d/Linear left"]:
-        raise AssertionError(
-            f"these layers are still float: {got['float Conv2d/Linear left']}. Set model.qconfig "
-            "(e.g. torch.ao.quantization.get_default_qconfig('x86')) before prepare, and convert after calibrating."
-        )
-    if isinstance(got["accuracy"], str):
-        raise AssertionError(
-            f"the returned model fails on test images: {got['accuracy']}\n  Did you prepare → "
-            "calibrate → convert, with model.qconfig set before prepare?"
-        )
-    if got["BatchNorm left"]:
-        raise AssertionError(
-            f"BatchNorm layers are left: {got['BatchNorm left']}. Fuse Conv-BN-ReLU (and Linear-ReLU) "
-            "with fuse_modules in eval mode before prepare, so BN folds into the conv."
-        )
-    ratio = expected["fp32 size_bytes"] / got["size_bytes"]
-    if ratio < 3.0:
-        raise AssertionError(
-            f"the quantized state_dict is only {ratio:.2f}× smaller than fp32 (static_ptq reaches "
-            f"{expected['fp32 size_bytes'] / expected['size_bytes']:.2f}×): are all weights int8?"
-        )
-    if got["accuracy"] < expected["fp32 accuracy"] - 0.01:
-        raise AssertionError(
-            f"test accuracy {100 * got['accuracy']:.2f}% is more than 1 point below fp32 "
-            f"({100 * expected['fp32 accuracy']:.2f}%; the reference PTQ gets {100 * expected['accuracy']:.2f}%). "
-            "Calibrate on every batch of calib_loader in eval mode, with torch.backends.quantized.engine "
-            "matching the qconfig's backend."
-        )
-
-
 EXERCISES = [
     Exercise(
         id="5.1",
@@ -651,18 +522,5 @@ EXERCISES = [
         public_seeds=(0, 1, 2, 3),
         hint="subclass torch.ao.quantization.ObserverBase; keep min_val/max_val buffers updated in "
         "forward (return x); calculate_qparams() returns (scale, zero_point) tensors of shape [1].",
-    ),
-    Exercise(
-        id="5.6",
-        title="quantize_course_cnn(model, calib_loader)",
-        target="quantize_course_cnn",
-        points=3,
-        make_case=_ptq_case,
-        run=_ptq_run,
-        reference=_ptq_reference,
-        compare=_ptq_compare,
-        edge_cases=_ptq_edge_cases,
-        hidden_seeds=(1000,),
-        hint="copy.deepcopy(model).eval() → fuse_modules → qconfig → prepare → run calib_loader → convert.",
     ),
 ]
