@@ -1,4 +1,7 @@
-"""Measure a model: sparsity, parameter counts, size on disk, FLOPs, latency, and a comparison table.
+"""Measure a model: sparsity, parameter counts, size on disk, FLOPs, and a comparison table.
+
+Latency (:func:`measure_latency`, from ``timing.py``) and accuracy with its noise
+(:class:`Accuracy`, :func:`beyond_noise` …, from ``uncertainty.py``) are re-exported here.
 
 Every count is over *parameters* (never buffers such as BatchNorm running statistics or
 pruning masks) and is *effective*:
@@ -23,6 +26,9 @@ from html import escape
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from .timing import Latency, _fmt_ms, as_args, measure_latency
+from .uncertainty import Accuracy, accuracy_se, beyond_noise, mean_sd, measure_accuracy
 
 __all__ = [
     "sparsity",
@@ -164,10 +170,6 @@ def model_size_bytes(model: nn.Module) -> int:
     return buf.getbuffer().nbytes
 
 
-def _as_args(example_input: torch.Tensor | tuple) -> tuple:
-    return example_input if isinstance(example_input, tuple) else (example_input,)
-
-
 def count_flops(model: nn.Module, example_input: torch.Tensor | tuple) -> int | None:
     """FLOPs of one forward pass on ``example_input``, counted by ``FlopCounterMode``.
 
@@ -185,71 +187,13 @@ def count_flops(model: nn.Module, example_input: torch.Tensor | tuple) -> int | 
     try:
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            model(*_as_args(example_input))
+            model(*as_args(example_input))
         total = int(counter.get_total_flops())
     except Exception:
         return None
     finally:
         model.train(was_training)
     return total if total > 0 else None
-
-
-def _fmt_ms(ms: float) -> str:
-    """Three significant digits, trailing zeros kept: 5.30 ms, 0.588 ms, 123 ms."""
-    return f"{ms:#.3g}".rstrip(".") + " ms"
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Median wall time of one forward pass on a batch, with how it was measured."""
-
-    median_ms: float
-    iqr_ms: float
-    threads: int
-    batch_size: int
-    runs: int
-
-    def __str__(self) -> str:
-        t = "thread" if self.threads == 1 else "threads"
-        return f"{_fmt_ms(self.median_ms)} (batch {self.batch_size}, {self.threads} {t})"
-
-
-def measure_latency(
-    model: nn.Module,
-    example_input: torch.Tensor | tuple,
-    threads: int = 1,
-    min_run_time: float = 1.0,
-) -> Latency:
-    """Median forward latency with ``torch.utils.benchmark.Timer.blocked_autorange``.
-
-    Runs in eval mode under ``torch.inference_mode()`` with ``threads`` intra-op threads;
-    the timer warms up, then repeats blocks of calls for at least ``min_run_time`` seconds.
-    """
-    from torch.utils import benchmark
-
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}.")
-    if min_run_time <= 0:
-        raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time}.")
-    args = _as_args(example_input)
-    batch = int(args[0].shape[0]) if args and isinstance(args[0], torch.Tensor) and args[0].dim() else 1
-    was_training = model.training
-    model.eval()
-    try:
-        timer = benchmark.Timer(
-            stmt="model(*args)", globals={"model": model, "args": args}, num_threads=threads
-        )
-        with torch.inference_mode():
-            m = timer.blocked_autorange(min_run_time=min_run_time)
-    finally:
-        model.train(was_training)
-    return Latency(
-        median_ms=m.median * 1e3,
-        iqr_ms=m.iqr * 1e3,
-        threads=threads,
-        batch_size=batch,
-        runs=len(m.times) * m.number_per_run,
-    )
 
 
 @dataclass(frozen=True)
@@ -419,66 +363,3 @@ def compare(
             )
         )
     return ComparisonTable(rows, baseline)
-
-
-# --- accuracy uncertainty -----------------------------------------------------------------------
-
-
-def accuracy_se(accuracy: float, n: int) -> float:
-    """Binomial standard error of an accuracy ``p`` measured on ``n`` examples: ``√(p(1−p)/n)``.
-
-    One example moves the accuracy by ``1/n``; at p = 98.6 % and n = 359 the SE is 0.62 pt.
-    (It is 0 at p = 0 or 1, where the formula has nothing left to say.)
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1 examples, got {n}.")
-    if not 0.0 <= accuracy <= 1.0:
-        raise ValueError(f"accuracy must be a fraction in [0, 1], got {accuracy}.")
-    return (accuracy * (1.0 - accuracy) / n) ** 0.5
-
-
-@dataclass(frozen=True)
-class Accuracy:
-    """An accuracy measured on ``n`` examples; prints as ``98.61 % ± 0.62`` (± one binomial SE, in pt)."""
-
-    value: float
-    n: int
-
-    @property
-    def se(self) -> float:
-        """Binomial standard error ``√(p(1−p)/n)`` (a fraction, like ``value``)."""
-        return accuracy_se(self.value, self.n)
-
-    def __float__(self) -> float:
-        return self.value
-
-    def __str__(self) -> str:
-        return f"{100 * self.value:.2f} % ± {100 * self.se:.2f}"
-
-
-def measure_accuracy(model: nn.Module, loader: Iterable) -> Accuracy:
-    """Top-1 accuracy of ``model`` on ``loader`` with the number of examples it was measured on."""
-    from .training import evaluate
-
-    value = evaluate(model, loader)
-    dataset = getattr(loader, "dataset", None)
-    n = len(dataset) if dataset is not None else sum(int(y.numel()) for _, y in loader)
-    return Accuracy(value, n)
-
-
-def mean_sd(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (``n − 1``) of repeated measurements, e.g. over seeds."""
-    v = [float(x) for x in values]
-    if len(v) < 2:
-        raise ValueError(f"mean_sd needs at least 2 values to estimate a spread, got {len(v)}.")
-    m = sum(v) / len(v)
-    return m, (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5
-
-
-def beyond_noise(a: Accuracy, b: Accuracy, k: float = 2.0) -> bool:
-    """True when ``|a − b| > k · √(SE_a² + SE_b²)``: a difference larger than its noise.
-
-    Treats the two measurements as independent, which is conservative for two models on
-    the same test set; ``k = 2`` is roughly a 95 % two-sided test.
-    """
-    return abs(a.value - b.value) > k * (a.se**2 + b.se**2) ** 0.5

@@ -1,4 +1,5 @@
-"""Interleaved timing: the one measuring loop behind every latency figure of the course.
+"""Interleaved timing: the one measuring loop behind every latency figure of the course,
+and :func:`measure_latency` for one model on its own.
 
 On a shared machine the load changes while a benchmark runs, so timing model A for ten seconds
 and then model B compares A under one load with B under another. Here every variant runs one
@@ -18,12 +19,23 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from statistics import median
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["calls_per_block", "interleaved_rounds", "load_average", "median_ms", "num_threads"]
+__all__ = [
+    "Latency",
+    "as_args",
+    "calls_per_block",
+    "interleaved_rounds",
+    "load_average",
+    "measure_latency",
+    "median_ms",
+    "num_threads",
+]
 
 
 def load_average() -> float | None:
@@ -104,3 +116,66 @@ def interleaved_rounds(
 def median_ms(times: Mapping[str, list[float]]) -> dict[str, float]:
     """Median milliseconds per call of each variant, from :func:`interleaved_rounds` seconds."""
     return {name: 1e3 * median(ts) for name, ts in times.items()}
+
+
+def as_args(example_input: torch.Tensor | tuple) -> tuple:
+    """A model's positional arguments: a tuple stays, a single tensor becomes ``(tensor,)``."""
+    return example_input if isinstance(example_input, tuple) else (example_input,)
+
+
+def _fmt_ms(ms: float) -> str:
+    """Three significant digits, trailing zeros kept: 5.30 ms, 0.588 ms, 123 ms."""
+    return f"{ms:#.3g}".rstrip(".") + " ms"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Median wall time of one forward pass on a batch, with how it was measured."""
+
+    median_ms: float
+    iqr_ms: float
+    threads: int
+    batch_size: int
+    runs: int
+
+    def __str__(self) -> str:
+        t = "thread" if self.threads == 1 else "threads"
+        return f"{_fmt_ms(self.median_ms)} (batch {self.batch_size}, {self.threads} {t})"
+
+
+def measure_latency(
+    model: nn.Module,
+    example_input: torch.Tensor | tuple,
+    threads: int = 1,
+    min_run_time: float = 1.0,
+) -> Latency:
+    """Median forward latency with ``torch.utils.benchmark.Timer.blocked_autorange``.
+
+    Runs in eval mode under ``torch.inference_mode()`` with ``threads`` intra-op threads;
+    the timer warms up, then repeats blocks of calls for at least ``min_run_time`` seconds.
+    """
+    from torch.utils import benchmark
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+    if min_run_time <= 0:
+        raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time}.")
+    args = as_args(example_input)
+    batch = int(args[0].shape[0]) if args and isinstance(args[0], torch.Tensor) and args[0].dim() else 1
+    was_training = model.training
+    model.eval()
+    try:
+        timer = benchmark.Timer(
+            stmt="model(*args)", globals={"model": model, "args": args}, num_threads=threads
+        )
+        with torch.inference_mode():
+            m = timer.blocked_autorange(min_run_time=min_run_time)
+    finally:
+        model.train(was_training)
+    return Latency(
+        median_ms=m.median * 1e3,
+        iqr_ms=m.iqr * 1e3,
+        threads=threads,
+        batch_size=batch,
+        runs=len(m.times) * m.number_per_run,
+    )
