@@ -40,7 +40,7 @@ def _ptq_case(seed: int) -> dict:
         "kind": kind,
         "in_channels": in_channels,
         "layout": _random_layout(seed) if kind.startswith("random") else {},
-        "backend": "qnnpack" if seed % 4 == 3 else None,
+        "backend": _if_supported("qnnpack") if seed % 4 == 3 else None,
         "batch_size": 16,
     }
     with torch.random.fork_rng():
@@ -139,10 +139,16 @@ def _quantize_and_summarize(fn: Any, inputs: dict) -> dict:
     # by value, and run travels by value to the grading kernel
     from torch.backends import quantized as engines
 
+    from ..quantization import select_engine
+
     before = engines.engine
     backend = inputs["backend"]
-    # start from another engine than the one asked for, so that not setting it shows
-    engines.engine = "qnnpack" if backend != "qnnpack" else "x86"
+    # start from another engine than the one asked for (if this build has one), so that not
+    # setting it shows
+    want = backend or select_engine()
+    decoys = [e for e in engines.supported_engines if e not in (want, "none")]
+    if decoys:
+        engines.engine = decoys[0]
     try:
         args = (model, _loader(inputs)) if backend is None else (model, _loader(inputs), backend)
         result = _safe(lambda: fn(*args))
@@ -304,7 +310,12 @@ def _ptq_compare(got: Any, expected: dict, inputs: dict) -> None:
 
 
 def _on(seed: int, backend: str) -> dict:
-    return {**_ptq_case(seed), "backend": backend}
+    return {**_ptq_case(seed), "backend": _if_supported(backend)}
+
+
+def _if_supported(backend: str) -> str | None:
+    """``backend`` where this PyTorch build has it, else ``None`` (the engine it prefers)."""
+    return backend if backend in torch.backends.quantized.supported_engines else None
 
 
 def _ptq_edge_cases() -> list[dict]:
