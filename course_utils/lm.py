@@ -14,7 +14,6 @@ import copy
 import hashlib
 import inspect
 import math
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import CausalSelfAttention, TinyGPT, TransformerBlock
-from .training import cache_dir, seed_everything
+from .training import cache_dir, load_cached, save_cached, seed_everything
 
 __all__ = [
     "Corpus",
@@ -277,12 +276,8 @@ def pretrained_lm(name: str = "tiny_gpt", progress: bool = True) -> TinyGPT:
     corpus = load_corpus()
     path = cache_dir() / f"{_lm_key(name, recipe, corpus)}.pt"
     model = build_lm(recipe)
-    if path.exists():
-        try:
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model.eval()
-        except Exception:  # a truncated or foreign file: retrain below and overwrite it
-            pass
+    if load_cached(model, path):
+        return model.eval()
     teacher = pretrained_lm(recipe.teacher, progress) if recipe.teacher else None
     seed_everything(recipe.seed)
     model = build_lm(recipe)
@@ -304,10 +299,7 @@ def pretrained_lm(name: str = "tiny_gpt", progress: bool = True) -> TinyGPT:
         )
     finally:
         torch.set_num_threads(threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # atomic: parallel lessons never read a half-written file
+    save_cached(model, path)
     return copy.deepcopy(model).eval()
 
 

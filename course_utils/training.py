@@ -6,6 +6,7 @@ import copy
 import hashlib
 import inspect
 import os
+import pickle
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -159,6 +160,27 @@ def _recipe_key(name: str, recipe: Recipe) -> str:
     return f"{name}-{h.hexdigest()[:12]}"
 
 
+def load_cached(model: nn.Module, path: Path) -> bool:
+    """Load ``path``'s state_dict into ``model``; False when the file is missing, truncated or
+    foreign (the caller then trains and :func:`save_cached` overwrites it)."""
+    if not path.exists():
+        return False
+    try:
+        model.load_state_dict(torch.load(path, weights_only=True))
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
+        return False
+    return True
+
+
+def save_cached(model: nn.Module, path: Path) -> None:
+    """Write ``model``'s state_dict to ``path`` atomically (temporary file + ``os.replace``), so a
+    lesson running in parallel never reads a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+
+
 def pretrained(name: str, progress: bool = True) -> nn.Module:
     """A trained course model (eval mode), trained once and then loaded from the cache.
 
@@ -173,12 +195,8 @@ def pretrained(name: str, progress: bool = True) -> nn.Module:
     recipe = RECIPES[name]
     path = cache_dir() / f"{_recipe_key(name, recipe)}.pt"
     model = build_model(recipe.model, image_size=recipe.image_size, **dict(recipe.model_kwargs))
-    if path.exists():
-        try:
-            model.load_state_dict(torch.load(path, weights_only=True))
-            return model.eval()
-        except Exception:  # a truncated or foreign file: retrain below and overwrite it
-            pass
+    if load_cached(model, path):
+        return model.eval()
     seed_everything(recipe.seed)
     model = build_model(recipe.model, image_size=recipe.image_size, **dict(recipe.model_kwargs))
     load = load_mnist5k if recipe.dataset == "mnist5k" else load_digits_dataset
@@ -196,8 +214,5 @@ def pretrained(name: str, progress: bool = True) -> nn.Module:
         )
     finally:
         torch.set_num_threads(threads)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # atomic: parallel lessons never read a half-written file
+    save_cached(model, path)
     return copy.deepcopy(model).eval()
