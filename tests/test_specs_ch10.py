@@ -68,6 +68,44 @@ def test_depthwise_as_a_consumer_fails_with_the_side_named(sol):
     fails_with("10.1", depthwise_is_in, "wrong side", "depthwise")
 
 
+def _tp_group(tp, model, layer):
+    """Torch-Pruning's group, computed the way a student who delegates to the oracle would."""
+    mods = dict(model.named_modules())
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 32, 32))
+    group = dg.get_pruning_group(mods[layer], tp.prune_conv_out_channels, idxs=[0])
+    names = {m: n for n, m in model.named_modules()}
+    return {names[d.target.module]: "out" for d, _ in group if d.target.module in names}
+
+
+def test_delegating_to_torch_pruning_scores_nothing(sol):
+    import torch_pruning as tp_imported_before  # a student's first cell
+
+    def wraps_course_utils(model, layer):
+        return tp_coupled_group(model, layer, torch.randn(1, 3, 32, 32))
+
+    def imports_inside(model, layer):
+        import torch_pruning as tp
+
+        return _tp_group(tp, model, layer)
+
+    def imported_before(model, layer):
+        return _tp_group(tp_imported_before, model, layer)
+
+    def catches_the_refusal(model, layer):
+        try:
+            return wraps_course_utils(model, layer)
+        except Exception:
+            return sol["coupled_group"](model, layer)
+
+    for fn in (wraps_course_utils, imports_inside, imported_before, catches_the_refusal):
+        fails_with("10.1", fn, "used torch_pruning", "yourself")
+    # switched back on afterwards: the oracle (and the lesson) work as before
+    import torch_pruning as tp
+
+    assert tp is tp_imported_before
+    assert tp_coupled_group(build_structure_model("resnet_mini"), "conv1", torch.randn(1, 3, 32, 32))
+
+
 # --- 10.2 ------------------------------------------------------------------------------------
 
 

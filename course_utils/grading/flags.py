@@ -218,6 +218,6 @@ def exercise_flags(ex: Exercise, cells: list[tuple[str, str]]) -> list[str]:
         found = strings_and_names(src) or set()
         words = {w.rsplit(".", 1)[-1] for w in found} | found
         for short, full in sorted(targets.items()):
-            if short in words:
+            if short in words and (short != ex.target or any(w.endswith(f".{short}") for w in found)):
                 out.append(f"{name} (exercise {ex.id}) uses `{full}`, which the grader's reference uses")
     return out
