@@ -6,6 +6,9 @@ is measured the same way for all), the bytes the deployed artifact takes on disk
 Runtimes with their own thread pools are built with ``threads`` so that a latency comparison
 (``course_utils.latency.interleaved_ms``) runs every variant on the same number of cores.
 Nothing is downloaded: ONNX and OpenVINO files are written to ``workdir``.
+
+:func:`fast_bias_correction_shifts` reproduces, in fp32, the bias shifts NNCF's fast bias
+correction would apply (why NNCF int8 is built with full bias correction here).
 """
 
 from __future__ import annotations

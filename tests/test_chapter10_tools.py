@@ -111,6 +111,33 @@ def test_table_and_pareto_png():
     assert png(fig).data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _conv_bn(kernel: int, padding: int) -> torch.nn.Module:
+    m = torch.nn.Sequential(torch.nn.Conv2d(2, 3, kernel, padding=padding), torch.nn.BatchNorm2d(3)).eval()
+    with torch.no_grad():
+        m[1].running_mean.normal_()
+        m[1].bias.copy_(torch.tensor([1.0, -2.0, 3.0]))
+    return m
+
+
+def test_fast_bias_correction_shift_is_a_border_effect():
+    torch.manual_seed(0)
+    x = 0.1 * torch.randn(16, 2, 8, 8)
+    x[:, :, 3:5, 3:5] += 4.0  # content in the middle, background at the borders (like MNIST)
+    model = _conv_bn(3, 1)
+    (row,), shifted = deploy.fast_bias_correction_shifts(model, x)
+    assert row.conv == "0" and row.input_hw == 8 and row.max_abs_shift > 0.01
+    with torch.no_grad():  # real inputs' mean output − the output of one constant image of channel means
+        const = x.mean((0, 2, 3), keepdim=True).expand(1, 2, 8, 8)
+        expected = model(x).mean((0, 2, 3)) - model(const).mean((0, 2, 3))
+        delta = shifted[1].bias - model[1].bias
+    assert row.applied == (row.magnitude < 2.0)
+    torch.testing.assert_close(delta, expected if row.applied else torch.zeros(3))
+    assert deploy.fast_bias_correction_shifts(model, x, threshold=1e9)[0][0].applied
+    assert not deploy.fast_bias_correction_shifts(model, x, threshold=0.0)[0][0].applied
+    (row,), _ = deploy.fast_bias_correction_shifts(_conv_bn(1, 0), x)  # a 1×1 conv has no border
+    assert row.max_abs_shift < 1e-5
+
+
 def _label_boxes(fig):
     renderer = fig.canvas.get_renderer()
     texts = [t for t in fig.axes[0].texts if t.get_text()]

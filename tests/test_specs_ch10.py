@@ -106,6 +106,25 @@ def test_delegating_to_torch_pruning_scores_nothing(sol):
     assert tp_coupled_group(build_structure_model("resnet_mini"), "conv1", torch.randn(1, 3, 32, 32))
 
 
+def test_flags_name_a_delegation_but_not_the_students_own_function(sol):
+    from course_utils.exercise import get_exercise
+    from course_utils.grading.flags import exercise_flags
+
+    ex = get_exercise("10.1")
+    own = [
+        ("def", "def coupled_group(model, layer):\n    return {}"),
+        ("check", 'check("10.1", coupled_group)'),
+    ]
+    assert exercise_flags(ex, own) == []
+    delegates = [("imp", "from course_utils.structured import coupled_group as cg")]
+    assert (
+        exercise_flags(ex, delegates)
+        and "course_utils.structured.coupled_group" in exercise_flags(ex, delegates)[0]
+    )
+    dotted = [("dot", "def coupled_group(m, l):\n    return structured.coupled_group(m, l, None)")]
+    assert exercise_flags(ex, dotted)
+
+
 # --- 10.2 ------------------------------------------------------------------------------------
 
 
