@@ -9,23 +9,12 @@ Speed-up of a variant = ``t_best_fp32 / t_variant``.
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Mapping
-from statistics import median
 from typing import Any
 
-import torch
+from .timing import interleaved_rounds, load_average, median_ms
 
 __all__ = ["interleaved_ms", "load_average", "speedups"]
-
-
-def load_average() -> float | None:
-    """The 1-minute load average (runnable processes; > number of CPUs means contention)."""
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def interleaved_ms(
@@ -39,29 +28,12 @@ def interleaved_ms(
 
     Runs under ``torch.inference_mode()`` with ``threads`` torch threads (restored afterwards);
     runtimes with their own thread pools (ONNX Runtime, OpenVINO) must be built with the same
-    count. ``warmup`` untimed calls each, then ``repeats`` rounds of ``number`` calls each.
+    count. ``warmup`` untimed calls each, then ``repeats`` rounds of ``number`` calls each, in an
+    order rotated every round (:func:`course_utils.timing.interleaved_rounds`).
     """
-    if threads < 1 or warmup < 0 or repeats < 1 or number < 1:
-        raise ValueError("threads, repeats and number must be >= 1 and warmup >= 0.")
-    names = list(fns)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    try:
-        with torch.inference_mode():
-            for name in names:
-                for _ in range(warmup):
-                    fns[name]()
-            for r in range(repeats):
-                for name in names[r % len(names) :] + names[: r % len(names)]:
-                    fn = fns[name]
-                    t0 = time.perf_counter()
-                    for _ in range(number):
-                        fn()
-                    times[name].append((time.perf_counter() - t0) / number * 1e3)
-    finally:
-        torch.set_num_threads(before)
-    return {n: median(t) for n, t in times.items()}
+    if number < 1:
+        raise ValueError(f"number of calls per round must be >= 1, got {number}.")
+    return median_ms(interleaved_rounds(fns, threads=threads, warmup=warmup, rounds=repeats, number=number))
 
 
 def speedups(ms: Mapping[str, float], fp32: list[str]) -> tuple[str, dict[str, float]]:
