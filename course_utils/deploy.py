@@ -17,6 +17,7 @@ import copy
 import io
 import warnings
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,6 +266,25 @@ def openvino_fp32(model: nn.Module, example_input: torch.Tensor, workdir: Path, 
     return rt, ov_model
 
 
+@contextmanager
+def _silent_rich():
+    """NNCF draws ``rich`` progress bars on rich's global console; in a notebook each becomes a
+    stream of ANSI frames and widget updates in the cell's output. Quantizing 300 images takes
+    seconds, so swap in a console that writes nowhere for the call."""
+    try:
+        import rich
+        from rich.console import Console
+    except ImportError:  # pragma: no cover - nncf depends on rich
+        yield
+        return
+    old = rich.get_console()
+    rich._console = Console(file=io.StringIO(), force_jupyter=False, force_terminal=False)
+    try:
+        yield
+    finally:
+        rich._console = old
+
+
 def openvino_int8(
     ov_model,
     calib: Iterable[torch.Tensor],
@@ -283,7 +303,7 @@ def openvino_int8(
     import nncf
 
     data = [x.numpy() for x in calib]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _silent_rich():
         warnings.simplefilter("ignore")
         q = nncf.quantize(
             ov_model,
