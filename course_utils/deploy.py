@@ -13,8 +13,11 @@ correction would apply (why NNCF int8 is built with full bias correction here).
 
 from __future__ import annotations
 
+import atexit
 import copy
 import io
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from torch import nn
 
 __all__ = [
     "Runtime",
+    "work_dir",
     "eager",
     "channels_last",
     "compiled",
@@ -51,6 +55,14 @@ class Runtime:
     predict: Callable[[torch.Tensor], torch.Tensor]
     size_bytes: int
     note: str = ""
+
+
+def work_dir(prefix: str = "course-deploy-") -> Path:
+    """A fresh temporary folder for exported models (ONNX, OpenVINO IR), removed when the Python
+    process (the notebook's kernel) exits: a lesson run leaves no ~60 MB of files behind in /tmp."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def state_dict_bytes(model: nn.Module) -> int:
