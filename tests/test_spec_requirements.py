@@ -526,25 +526,45 @@ def test_7_1_skipped_step_returning_something_fails() -> None:
     fails_with("7.1", ReturnsFlag, "a skipped step() returned", "returns None")
 
 
-def test_7_2_returning_a_tensor_fails() -> None:
-    """ "returns the unscaled loss as a Python float"."""
+def test_7_2_returning_a_tensor_loss_fails() -> None:
+    """ "return the mean unscaled loss (Python float)"."""
     ref = solution("7.2")
 
     def tensor_loss(*args, **kwargs):
-        return torch.tensor(ref(*args, **kwargs))
+        out = ref(*args, **kwargs)
+        return {"loss": torch.tensor(out["loss"]), "skipped": out["skipped"]}
 
-    fails_with("7.2", tensor_loss, "['Tensor']", "Python float")
+    fails_with("7.2", tensor_loss, "loss: Tensor", "Python float")
 
 
-def test_7_2_without_zero_grad_fails() -> None:
-    """ "zero the gradients" (every step)."""
+def test_7_2_never_reporting_a_skipped_step_fails() -> None:
+    """ "skipped: True when the scaler skipped optimizer.step()"."""
     ref = solution("7.2")
 
-    def accumulates(model, optimizer, *args, **kwargs):
-        optimizer.zero_grad = lambda set_to_none=True: None  # gradients pile up across steps
-        return ref(model, optimizer, *args, **kwargs)
+    def never_skipped(*args, **kwargs):
+        return {"loss": ref(*args, **kwargs)["loss"], "skipped": False}
 
-    loses_credit("7.2", accumulates, "zero the gradients every step")
+    loses_credit("7.2", never_skipped, "skipped=False", "lowers the scale")
+
+
+def test_7_2_zero_grad_per_micro_batch_fails() -> None:
+    """ "zero the gradients once" (the micro-batches accumulate)."""
+    ref = solution("7.2")
+
+    def per_micro_batch(model, optimizer, *args, **kwargs):
+        forward = model.forward
+
+        def zeroing_forward(x):  # zero_grad before each micro-batch: only the last one's gradient survives
+            optimizer.zero_grad()
+            return forward(x)
+
+        model.forward = zeroing_forward
+        try:
+            return ref(model, optimizer, *args, **kwargs)
+        finally:
+            del model.forward
+
+    loses_credit("7.2", per_micro_batch, "not per micro-batch")
 
 
 def test_6_1_gradients_for_the_numbers_fail() -> None:

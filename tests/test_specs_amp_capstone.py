@@ -116,57 +116,97 @@ def test_scaler_wrong_initial_scale_fails(ch07: dict[str, Any]) -> None:
     fails_with("7.1", Unit, "before any step", "init_scale")
 
 
-# --- 7.2 train_step_amp -------------------------------------------------------------------------
+# --- 7.2 train_step_amp_accum -------------------------------------------------------------------
 
 
-def test_reference_amp_step_passes_all_cases(ch07: dict[str, Any]) -> None:
-    assert run_all_cases("7.2", ch07["train_step_amp"]) >= 5
+def test_reference_amp_accum_step_passes_all_cases(ch07: dict[str, Any]) -> None:
+    assert run_all_cases("7.2", ch07["train_step_amp_accum"]) >= 6
 
 
-def test_amp_step_cases_include_skipped_overflow_steps() -> None:
+def test_amp_accum_cases_cover_k_overflow_unequal_and_adam() -> None:
     ex = get_exercise("7.2")
+    cases = ex.cases(hidden=True)
+    ks = {len(c["xs"][0]) for c in cases}
+    assert {1, 3} <= ks
+    assert any(len({len(y) for y in c["ys"][0]}) > 1 for c in cases)  # unequal micro-batches
+    assert {c["optimizer"] for c in cases} == {"sgd", "adam"}
     ref = ex.reference(ex.make_case(0))
-    assert ref["skipped"][0] and not all(ref["skipped"])
+    assert len(ex.make_case(0)["xs"][0]) == 3 and ref["skipped"][0] and not all(ref["skipped"])
+    assert ref["scales"][0] == 2.0**126  # backed off once for 3 micro-batches
     assert ref["linear_output_dtypes"] == ["bfloat16"]
 
 
-def _step(autocast: bool = True, clip_first: bool = False, direct: bool = False, scaled: bool = False):
-    def train_step_amp(model, optimizer, scaler, x, y, device_type="cpu", dtype=torch.bfloat16, max_norm=1.0):
+def _accum(
+    per_mb_update: bool = False,
+    no_divide: bool = False,
+    per_mb_zero: bool = False,
+    per_mb_unscale: bool = False,
+    clip_first: bool = False,
+    autocast: bool = True,
+    return_sum: bool = False,
+):
+    def train_step_amp_accum(
+        model, optimizer, scaler, micro_batches, device_type="cpu", dtype=torch.bfloat16, max_norm=1.0
+    ):
+        total = sum(len(y) for _, y in micro_batches)
         optimizer.zero_grad()
-        with torch.autocast(device_type, dtype=dtype, enabled=autocast):
-            loss = F.cross_entropy(model(x), y)
-        scaled_loss = scaler.scale(loss)
-        scaled_loss.backward()
-        if clip_first:
-            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        loss_sum, before, skipped = 0.0, scaler.get_scale(), False
+        for x, y in micro_batches:
+            if per_mb_zero:
+                optimizer.zero_grad()
+            with torch.autocast(device_type, dtype=dtype, enabled=autocast):
+                loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss if no_divide else loss * len(y) / total).backward()
+            loss_sum += loss.item() * (1 if return_sum else len(y) / total)
+            if per_mb_unscale:
+                scaler.unscale_(optimizer)
+            if per_mb_update:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                scaler.step(optimizer)
+                scaler.update()
+        if not per_mb_update:
+            if clip_first:
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             scaler.unscale_(optimizer)
-        else:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-        if direct:
-            optimizer.step()
-        else:
+            if not clip_first:
+                nn.utils.clip_grad_norm_(model.parameters(), max_norm)
             scaler.step(optimizer)
-        scaler.update()
-        return scaled_loss.item() if scaled else loss.item()
+            scaler.update()
+        skipped = scaler.get_scale() < before
+        return {"loss": loss_sum, "skipped": skipped}
 
-    return train_step_amp
-
-
-def test_amp_step_without_autocast_fails() -> None:
-    fails_with("7.2", _step(autocast=False), "['float32']", "torch.autocast")
+    return train_step_amp_accum
 
 
-def test_amp_step_clipping_before_unscale_fails() -> None:
-    fails_with("7.2", _step(clip_first=True), "clip only after scaler.unscale_")
+def test_amp_accum_stepping_the_scaler_per_micro_batch_fails() -> None:
+    fails_with("7.2", _accum(per_mb_update=True), "ONCE per optimizer step", "not once per micro-batch")
 
 
-def test_amp_step_calling_optimizer_step_directly_fails() -> None:
-    fails_with("7.2", _step(direct=True), "never optimizer.step() directly")
+def test_amp_accum_forgetting_the_1_over_k_fails() -> None:
+    fails_with("7.2", _accum(no_divide=True), "n_i / N (1/k for equal sizes)")
 
 
-def test_amp_step_returning_scaled_loss_fails() -> None:
-    fails_with("7.2", _step(scaled=True), "*scaled* loss")
+def test_amp_accum_zero_grad_per_micro_batch_fails() -> None:
+    fails_with("7.2", _accum(per_mb_zero=True), "not per micro-batch")
+
+
+def test_amp_accum_unscale_per_micro_batch_fails_with_a_helpful_message() -> None:
+    fails_with(
+        "7.2", _accum(per_mb_unscale=True), "unscale_() has already been called", "ONCE per optimizer step"
+    )
+
+
+def test_amp_accum_clipping_before_unscale_fails() -> None:
+    fails_with("7.2", _accum(clip_first=True), "clip only after scaler.unscale_")
+
+
+def test_amp_accum_without_autocast_fails() -> None:
+    fails_with("7.2", _accum(autocast=False), "['float32']", "torch.autocast")
+
+
+def test_amp_accum_returning_the_summed_loss_fails() -> None:
+    fails_with("7.2", _accum(return_sum=True), "SUM of the micro-batch losses")
 
 
 # --- 8.1 ensemble_distillation_loss -------------------------------------------------------------

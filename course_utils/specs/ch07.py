@@ -2,7 +2,8 @@
 
 7.1 ``DynamicLossScaler``: replayed over ≥ 20 optimizer steps (with inf and NaN gradients,
 some steps clipped after ``unscale_``) next to ``torch.amp.GradScaler("cpu")`` with the same
-settings. 7.2 ``train_step_amp``: a bf16 autocast + GradScaler step next to PyTorch's recipe.
+settings. 7.2 ``train_step_amp_accum``: one bf16 autocast + GradScaler optimizer step from k
+micro-batches (accumulated scaled gradients, one unscale_/clip/step/update) next to PyTorch.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def _scaler_compare(got: Any, expected: dict, inputs: dict) -> None:
     assert_same(got["params"], expected["params"], inputs, path="final parameters", rtol=1e-5, atol=1e-6)
 
 
-# --- 7.2 a mixed-precision training step --------------------------------------------------------
+# --- 7.2 AMP with gradient accumulation ---------------------------------------------------------
 
 
 class _TinyNet(nn.Module):
@@ -194,116 +195,193 @@ class _TinyNet(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+_SIZES = [  # micro-batch sizes of one optimizer step, per case
+    [8, 8, 8],
+    [6, 6],
+    [8],
+    [5, 3, 8],  # unequal: each micro-batch weighs n_i / N
+    [4, 4, 4, 4],
+]
+
+
 def _step_case(seed: int) -> dict:
+    """5 optimizer steps of k micro-batches; max_norm alternates between clipping and not."""
     g = torch.Generator().manual_seed(seed)
-    n_steps = 6
+    sizes = _SIZES[seed % len(_SIZES)]
+    n_steps = 5
+    init_scale = [2.0**127, 2.0**16, 2.0**127, 2.0**8, 2.0**12][seed % 5]
+    amp = 30 if init_scale > 2.0**100 else 3  # large inputs: gradients overflow at 2^127
     return {
-        "init_scale": [2.0**127, 2.0**16, 2.0**8][seed % 3],  # 2^127: the first steps overflow
-        "max_norm": [0.5, 0.25, 1.0][seed % 3],
+        "init_scale": init_scale,
+        "optimizer": "adam" if seed % 5 == 4 else "sgd",
+        "max_norms": [[0.25, 1e3][(t + seed) % 2] for t in range(n_steps)],
         "weights_seed": 1000 + seed,
-        "xs": [torch.randn(8, 16, generator=g) * [30, 2, 2][seed % 3] for _ in range(n_steps)],
-        "ys": [torch.randint(5, (8,), generator=g) for _ in range(n_steps)],
+        "xs": [[torch.randn(n, 16, generator=g) * amp for n in sizes] for _ in range(n_steps)],
+        "ys": [[torch.randint(5, (n,), generator=g) for n in sizes] for _ in range(n_steps)],
     }
 
 
 def _step_replay(step_fn, inputs: dict) -> dict:
     torch.manual_seed(inputs["weights_seed"])
     model = _TinyNet()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    if inputs["optimizer"] == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=inputs["init_scale"], growth_interval=2)
     dtypes: set[str] = set()
     hooks = [
         m.register_forward_hook(lambda _m, _i, out: dtypes.add(str(out.dtype).replace("torch.", "")))
         for m in (model.fc1, model.fc2)
     ]
-    losses, scales, skipped, types = [], [], [], set()
-    for x, y in zip(inputs["xs"], inputs["ys"]):
-        before = [p.detach().clone() for p in model.parameters()]
-        loss = step_fn(model, opt, scaler, x, y, "cpu", torch.bfloat16, inputs["max_norm"])
-        types.add(type(loss).__name__)
-        losses.append(float(loss))
-        skipped.append(all(torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())))
-        scales.append(float(scaler.get_scale()))
-    for h in hooks:
-        h.remove()
+    out: dict = {"losses": [], "skipped": [], "scales": [], "params": [], "types": set(), "error": ""}
+    calls: list[str] = []
+    for name in ("step", "update"):  # count the scaler calls of each optimizer step
+        method = getattr(scaler, name)
+        setattr(scaler, name, lambda *a, _m=method, _n=name, **kw: (calls.append(_n), _m(*a, **kw))[1])
+    out["calls"] = []
+    try:
+        for xs, ys, max_norm in zip(inputs["xs"], inputs["ys"], inputs["max_norms"]):
+            calls.clear()
+            res = step_fn(model, opt, scaler, list(zip(xs, ys)), "cpu", torch.bfloat16, max_norm)
+            out["calls"].append(f"scaler.step x{calls.count('step')}, scaler.update x{calls.count('update')}")
+            if not isinstance(res, dict) or set(res) != {"loss", "skipped"}:
+                out["types"].add(f"not a dict with keys 'loss' and 'skipped': {type(res).__name__}")
+                break
+            out["types"].add(f"loss: {type(res['loss']).__name__}, skipped: {type(res['skipped']).__name__}")
+            out["losses"].append(float(res["loss"]))
+            out["skipped"].append(bool(res["skipped"]))
+            out["scales"].append(float(scaler.get_scale()))
+            out["params"].append({k: v.detach().clone() for k, v in model.state_dict().items()})
+    except RuntimeError as err:
+        if "unscale_() has already been called" not in str(err):
+            raise
+        out["error"] = (
+            f"PyTorch raised {str(err)!r}: call scaler.unscale_(optimizer) ONCE per optimizer step, "
+            "after the loop over the micro-batches (the gradients of every micro-batch accumulate "
+            "in .grad, still scaled, until then)."
+        )
+    finally:
+        for h in hooks:
+            h.remove()
     return {
+        "error": out["error"],
         "linear_output_dtypes": sorted(dtypes),
-        "type of the returned loss": sorted(types),
-        "losses": losses,
-        "skipped": skipped,
-        "scales": scales,
-        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "returned types": sorted(out["types"]),
+        "scaler calls per optimizer step": out["calls"],
+        "losses": out["losses"],
+        "skipped": out["skipped"],
+        "scales": out["scales"],
+        "params after each step": out["params"],
     }
 
 
 def _step_run(fn, inputs: dict) -> dict:
     return _step_replay(
-        lambda m, o, s, x, y, dev, dt, mn: fn(m, o, s, x, y, device_type=dev, dtype=dt, max_norm=mn), inputs
+        lambda m, o, s, mb, dev, dt, mn: fn(m, o, s, mb, device_type=dev, dtype=dt, max_norm=mn), inputs
     )
 
 
-def _pytorch_amp_step(model, optimizer, scaler, x, y, device_type, dtype, max_norm) -> float:
-    """PyTorch's documented recipe (autocast forward+loss, scaled backward, unscale_, clip, step, update)."""
+def _pytorch_amp_accum_step(model, optimizer, scaler, micro_batches, device_type, dtype, max_norm) -> dict:
+    """PyTorch's AMP recipe with gradient accumulation (loss_i · n_i/N; one unscale_/clip/step/update)."""
+    total = sum(len(y) for _, y in micro_batches)
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(device_type, dtype=dtype):
-        loss = F.cross_entropy(model(x), y)
-    scaler.scale(loss).backward()
+    loss_sum = 0.0
+    for x, y in micro_batches:
+        with torch.autocast(device_type, dtype=dtype):
+            loss = F.cross_entropy(model(x), y)
+        scaler.scale(loss * (len(y) / total)).backward()
+        loss_sum += loss.item() * len(y)
     scaler.unscale_(optimizer)
     nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    before = scaler.get_scale()
     scaler.step(optimizer)
     scaler.update()
-    return loss.item()
+    return {"loss": loss_sum / total, "skipped": scaler.get_scale() < before}
 
 
 def _step_reference(inputs: dict) -> dict:
-    return _step_replay(_pytorch_amp_step, inputs)
+    return _step_replay(_pytorch_amp_accum_step, inputs)
 
 
 def _step_compare(got: Any, expected: dict, inputs: dict) -> None:
     if not isinstance(got, dict) or set(got) != set(expected):
         assert_same(got, expected, inputs)
+    if got["error"]:
+        raise AssertionError(got["error"])
+    if got["returned types"] != expected["returned types"]:
+        raise AssertionError(
+            f"you returned {got['returned types']}: return {{'loss': <Python float>, 'skipped': <bool>}} "
+            "(loss_sum / N from loss.item(); skipped as a bool), as the exercise asks."
+        )
     if got["linear_output_dtypes"] != expected["linear_output_dtypes"]:
         raise AssertionError(
             f"the Linear layers produced {got['linear_output_dtypes']} outputs, expected "
-            f"{expected['linear_output_dtypes']}: run the forward pass (and the loss) inside "
+            f"{expected['linear_output_dtypes']}: run each forward pass (and the loss) inside "
             "`with torch.autocast(device_type, dtype=dtype):`."
         )
-    for t, (gs, es) in enumerate(zip(got["skipped"], expected["skipped"])):
+    k = len(inputs["xs"][0])
+    if len(got["scales"]) != len(expected["scales"]):
+        assert_same(got["scales"], expected["scales"], inputs, path="scale after each step")
+    for t, es in enumerate(expected["scales"]):  # step t: its loss depends only on steps < t
+        used = expected["scales"][t - 1] if t else inputs["init_scale"]
+        gc, ec = got["scaler calls per optimizer step"][t], expected["scaler calls per optimizer step"][t]
+        if gc != ec:
+            raise AssertionError(
+                f"optimizer step {t} ({k} micro-batches): you called {gc}, PyTorch's recipe {ec}. "
+                "Call scaler.step(optimizer) and scaler.update() ONCE per optimizer step, after the "
+                "loop over the micro-batches: an overflow must back the scale off once, not once "
+                "per micro-batch."
+            )
+        gs = got["scales"][t]
         if gs != es:
-            used = expected["scales"][t - 1] if t else inputs["init_scale"]
-            why = (
-                "Use scaler.scale(loss).backward() and scaler.step(optimizer) — never "
-                "optimizer.step() directly: only the scaler skips steps whose gradients overflowed."
-                if not gs
-                else "Either the scale never backed off (call scaler.update() every step) or your "
-                "parameters drifted in earlier steps (clip only after scaler.unscale_(optimizer), "
-                "zero the gradients every step)."
-            )
             raise AssertionError(
-                f"step {t}: the optimizer step was {'skipped' if gs else 'applied'}, PyTorch's recipe "
-                f"{'skipped' if es else 'applied'} it (scale {used:g}). {why}"
+                f"optimizer step {t} ({k} micro-batches): the scale after it is {gs:g}, PyTorch's "
+                f"recipe gives {es:g} (it was {used:g}): your accumulated gradient "
+                f"{'overflowed' if gs < es else 'stayed finite'} where PyTorch's "
+                f"{'did not' if gs < es else 'overflowed'}. Zero the gradients once per optimizer "
+                "step (not per micro-batch: .grad must accumulate over all of them) and weight each "
+                "micro-batch's scaled loss by n_i / N (1/k for equal sizes)."
             )
-    assert_same(got["scales"], expected["scales"], inputs, path="scale after each step")
-    if got["type of the returned loss"] != expected["type of the returned loss"]:
-        raise AssertionError(
-            f"you returned the loss as {got['type of the returned loss']}: return it as a Python float "
-            "(loss.item()), as the exercise asks."
-        )
-    for t, (gl, el) in enumerate(zip(got["losses"], expected["losses"])):
+        gl, el = got["losses"][t], expected["losses"][t]
         if abs(gl - el) > 1e-3 * abs(el) + 1e-4:
-            used = expected["scales"][t - 1] if t else inputs["init_scale"]
-            scaled = not math.isfinite(gl) or (el != 0 and abs(gl / el - used) <= 1e-2 * used)
+            hint = ""
+            if k > 1 and abs(gl - k * el) <= 1e-2 * abs(k * el):
+                hint = (
+                    " — that is the SUM of the micro-batch losses; return their mean (weighted by n_i / N)."
+                )
+            elif not math.isfinite(gl) or gl > 100 * max(abs(el), 1e-3):
+                hint = " — that looks like the *scaled* loss; return the unscaled loss (loss.item())."
             raise AssertionError(
-                f"step {t}: you returned loss {gl:.6g}, expected {el:.6g}"
-                + (" — that is the *scaled* loss; return the unscaled loss.item()." if scaled else ".")
+                f"optimizer step {t}: you returned loss {gl:.6g}, expected the mean loss over the "
+                f"{k} micro-batches {el:.6g}{hint}"
             )
-    try:
-        assert_same(got["params"], expected["params"], inputs, path="parameters", rtol=1e-3, atol=1e-5)
-    except AssertionError as err:
-        raise AssertionError(
-            f"{err}\nThe parameters after the steps differ: clip only after scaler.unscale_(optimizer) "
-            "(clipping scaled gradients clips the wrong norm), and zero the gradients every step."
-        ) from None
+        if got["skipped"][t] != expected["skipped"][t]:
+            raise AssertionError(
+                f"optimizer step {t}: you returned skipped={got['skipped'][t]}, PyTorch's recipe "
+                f"gives {expected['skipped'][t]} (same scales): a step is skipped exactly when "
+                "scaler.update() lowers the scale (compare scaler.get_scale() before scaler.step "
+                "and after scaler.update())."
+            )
+        try:
+            assert_same(
+                got["params after each step"][t],
+                expected["params after each step"][t],
+                inputs,
+                path=f"parameters after optimizer step {t}",
+                rtol=1e-3,
+                atol=1e-5,
+            )
+        except AssertionError as err:
+            clipped = inputs["max_norms"][t] < 1
+            raise AssertionError(
+                f"{err}\nThe parameters after optimizer step {t} (max_norm {inputs['max_norms'][t]:g}, "
+                f"{'clipping' if clipped else 'no clipping'}) differ. Zero the gradients once per "
+                "optimizer step (not per micro-batch: .grad must accumulate over all of them); "
+                "scale each micro-batch's loss by n_i / N (1/k for equal sizes) so the step equals "
+                "one step on the concatenated batch; clip only after scaler.unscale_(optimizer) "
+                "(clipping scaled gradients clips the wrong norm)."
+            ) from None
 
 
 EXERCISES = [
@@ -324,16 +402,17 @@ EXERCISES = [
     ),
     Exercise(
         id="7.2",
-        title="mixed-precision training step",
-        target="train_step_amp",
-        points=2,
+        title="AMP with gradient accumulation",
+        target="train_step_amp_accum",
+        points=3,
         make_case=_step_case,
         run=_step_run,
         reference=_step_reference,
         compare=_step_compare,
         public_seeds=(0, 1),
-        hidden_seeds=(2, 1000, 1001),
-        hint="autocast around forward + loss; scaler.scale(loss).backward(); scaler.unscale_(optimizer) "
-        "before clip_grad_norm_; scaler.step(optimizer); scaler.update().",
+        hidden_seeds=(2, 3, 4, 1000),
+        hint="zero_grad once; per micro-batch: autocast forward + loss, "
+        "scaler.scale(loss * n_i / N).backward(); after the loop, once: unscale_, clip_grad_norm_, "
+        "step, update. skipped = the scale went down in update().",
     ),
 ]
