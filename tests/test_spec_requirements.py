@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import torch
 from spec_helpers import fails_with
+from torch import nn
 
 from course_utils.exercise import CHAPTERS, Exercise, all_exercises, get_exercise
 from course_utils.grading.results import CaseResult, ExerciseResult, aggregate
@@ -324,41 +325,67 @@ def test_3_4_without_self_dim_fails() -> None:
 # --- chapter 4 ------------------------------------------------------------------------------------
 
 
-def test_4_1_returning_the_given_conv_fails() -> None:
-    """ "returning a **new** nn.Conv2d … Leave conv and bn unchanged"."""
+def test_4_1_returning_the_given_layer_fails() -> None:
+    """ "returning a **new** layer … Leave bn and layer unchanged"."""
     ref = solution("4.1")
 
-    def reuses(conv, bn):
-        fused = ref(conv, bn)
-        conv.weight, conv.bias = fused.weight, fused.bias  # the given conv becomes the result
-        return conv
+    def reuses(bn, layer):
+        folded = ref(bn, layer)
+        layer.weight, layer.bias = folded.weight, folded.bias  # the given layer becomes the result
+        return layer
 
-    fails_with("4.1", reuses, "changed the conv or bn it was given")
+    fails_with("4.1", reuses, "changed the bn or layer it was given")
 
 
 def test_4_1_other_hyper_parameters_fail() -> None:
-    """ "same stride, padding, groups"."""
+    """ "of the same type and hyper-parameters"."""
     ref = solution("4.1")
 
-    def stride_one(conv, bn):
-        fused = ref(conv, bn)
-        fused.stride = (1, 1)
-        return fused
+    def stride_one(bn, layer):
+        folded = ref(bn, layer)
+        if isinstance(folded, nn.Conv2d):
+            folded.stride = (1, 1)
+        return folded
 
-    fails_with("4.1", stride_one, "stride/padding/groups", "keep the conv's hyper-parameters")
+    fails_with("4.1", stride_one, "kernel/stride/padding/groups", "keep the layer's hyper-parameters")
 
 
 def test_4_1_no_affine_batchnorm_fails() -> None:
-    """ "A BatchNorm built with affine=False has no γ, β: use γ = 1, β = 0"."""
+    """ "A BatchNorm built with affine=False has γ = 1, β = 0"."""
     ref = solution("4.1")
 
-    def needs_gamma(conv, bn):
+    def needs_gamma(bn, layer):
         if bn.weight is None:
             raise AttributeError("'NoneType' object has no attribute 'reshape'")
-        return ref(conv, bn)
+        return ref(bn, layer)
 
     res = loses_credit("4.1", needs_gamma, "AttributeError")
     assert [c.status for c in res.cases].count("error") == 1  # exactly the affine=False edge case
+
+
+def test_4_1_grouped_conv_must_be_refused() -> None:
+    """ "Raise it too for groups ≠ 1"."""
+    ref = solution("4.1")
+
+    def folds_groups(bn, layer):
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            return copy.deepcopy(layer)
+        return ref(bn, layer)
+
+    fails_with("4.1", folds_groups, "groups=2 must raise ValueError")
+
+
+def test_4_1_missing_bias_fails() -> None:
+    """ "always with a bias (b = 0 if the layer had none)"."""
+    ref = solution("4.1")
+
+    def keeps_none_bias(bn, layer):
+        folded = ref(bn, layer)
+        if layer.bias is None:
+            folded.bias = None
+        return folded
+
+    fails_with("4.1", keeps_none_bias, "no bias")
 
 
 def test_4_2_reusing_a_matched_module_fails() -> None:

@@ -59,32 +59,70 @@ def test_cases_are_deterministic_and_serializable(ex_id: str, tmp_path: Path) ->
 # --- plausible wrong answers -----------------------------------------------------------------
 
 
-def test_fold_without_eps_or_new_biasfails_with(solutions: dict) -> None:
-    def no_eps(conv, bn):
-        fused = copy.deepcopy(conv)
-        factor = bn.weight / bn.running_var.sqrt()
-        fused.weight = nn.Parameter(conv.weight * factor.reshape(-1, 1, 1, 1))
-        b = conv.bias if conv.bias is not None else torch.zeros_like(factor)
-        fused.bias = nn.Parameter((b - bn.running_mean) * factor + bn.bias)
-        return fused
+def test_fold_into_next_wrong_answers_fail(solutions: dict) -> None:
+    ref = solutions["fold_bn_into_next"]
+
+    def output_channels(bn, layer):  # the lesson's fold (BN after the layer), applied where it is wrong
+        folded = copy.deepcopy(layer)
+        with torch.no_grad():
+            a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            if a.numel() != layer.weight.shape[0]:
+                raise RuntimeError("The size of tensor a must match the size of tensor b")
+            folded.weight = nn.Parameter(layer.weight * a.reshape((-1,) + (1,) * (layer.weight.dim() - 1)))
+            folded.bias = nn.Parameter(ref(bn, layer).bias)
+        return folded
+
+    ex = get_exercise("4.1")
+    square = [c for c in ex.cases(hidden=False) if c.get("c") == c.get("o")]  # public: check() shows the hint
+    assert square, "4.1 needs a case with as many outputs as inputs (dim 0 vs dim 1 both broadcast)"
+    with pytest.raises(AssertionError, match=r"scaled the layer's \*output\* channels"):
+        ex.compare(ex.run(output_channels, square[0]), ex.reference(square[0]), square[0])
+    other = [c for c in ex.cases(hidden=False) if c.get("c") != c.get("o")]
+    with pytest.raises(RuntimeError):  # elsewhere the shapes do not even broadcast: an error case
+        ex.run(output_channels, other[0])
+
+    def adds_shift(bn, layer):  # d added to the bias instead of passed through W
+        folded = ref(bn, layer)
+        with torch.no_grad():
+            a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            d = bn.bias - bn.running_mean * a
+            b = layer.bias if layer.bias is not None else torch.zeros(layer.weight.shape[0])
+            folded.bias = nn.Parameter(b + d.sum())
+        return folded
+
+    fails_with("4.1", adds_shift, "BN's shift passes through the layer's weights")
+
+    def no_eps(bn, layer):
+        folded = ref(bn, layer)
+        with torch.no_grad():
+            shape = (1, -1) + (1,) * (layer.weight.dim() - 2)
+            folded.weight = nn.Parameter(
+                layer.weight * (bn.weight / bn.running_var.sqrt()).reshape(shape)
+                if bn.affine
+                else folded.weight
+            )
+        return folded
 
     fails_with("4.1", no_eps, "σ = sqrt(running_var + eps)")
 
-    def keeps_none_bias(conv, bn):
-        fused = solutions["fold_conv_bn"](conv, bn)
-        if conv.bias is None:
-            fused.bias = None
-        return fused
-
-    fails_with("4.1", keeps_none_bias, "no bias")
-
-    def in_place(conv, bn):
-        fused = solutions["fold_conv_bn"](conv, bn)
+    def in_place(bn, layer):
+        folded = ref(bn, layer)
         with torch.no_grad():
-            conv.weight.copy_(fused.weight)
-        return fused
+            layer.weight.copy_(folded.weight)
+        return folded
 
-    fails_with("4.1", in_place, "changed the conv or bn")
+    fails_with("4.1", in_place, "changed the bn or layer")
+
+    def ignores_padding(bn, layer):  # folds anyway: wrong at the border, and silent
+        if isinstance(layer, nn.Conv2d) and layer.padding != (0, 0):
+            unpadded = copy.deepcopy(layer)
+            unpadded.padding = (0, 0)
+            folded = ref(bn, unpadded)
+            folded.padding = layer.padding
+            return folded
+        return ref(bn, layer)
+
+    fails_with("4.1", ignores_padding, "must raise ValueError")
 
 
 def test_fusable_patterns_wrong_answers_fail(solutions: dict) -> None:

@@ -1,9 +1,8 @@
 """Exercise specs for chapter 4 — fusion.
 
-4.1 ``fold_conv_bn(conv, bn)`` equals ``torch.nn.utils.fusion.fuse_conv_bn_eval`` (weights,
-bias, output; inputs untouched). 4.2 ``fusable_patterns(model)`` lists the name groups that
-``torch.ao.quantization.fuse_modules`` accepts for a Sequential-style network, the patterns
-being the keys of PyTorch's own fuser table.
+4.1 (folding a BatchNorm into the layer after it) is in ``ch04_fold.py``.
+4.2 ``fusable_patterns(model)`` lists the name groups that ``torch.ao.quantization.fuse_modules``
+accepts for a Sequential-style network, the patterns being the keys of PyTorch's own fuser table.
 """
 
 from __future__ import annotations
@@ -12,145 +11,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..exercise import Exercise, assert_same
 from .common import _safe
 from .together import paired_compare, paired_reference, paired_run, with_regular
-
-# --- 4.1 fold_conv_bn(conv, bn) -------------------------------------------------------------
-
-
-def _fold_case(seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    groups = 1 if seed % 3 else 2
-    cin, cout = 2 * (1 + seed % 3), 2 * (2 + seed % 2)
-    k = 3 if seed % 2 == 0 else 1
-    return {
-        "cin": cin,
-        "cout": cout,
-        "k": k,
-        "stride": 1 + seed % 2,
-        "padding": k // 2,
-        "groups": groups,
-        "bias": seed % 2 == 1,
-        "affine": True,
-        "eps": [1e-5, 1e-3, 0.1][seed % 3],
-        "weight": torch.randn(cout, cin // groups, k, k, generator=g),
-        "conv_bias": torch.randn(cout, generator=g),
-        "gamma": torch.rand(cout, generator=g) * 2 + 0.1,
-        "beta": torch.randn(cout, generator=g),
-        "mean": torch.randn(cout, generator=g),
-        "var": torch.rand(cout, generator=g) * 3 + 0.01,
-        "x": torch.randn(2, cin, 7, 7, generator=g),
-    }
-
-
-def _fold_edge_cases() -> list[dict]:
-    no_affine = _fold_case(5)
-    no_affine["affine"] = False  # BatchNorm2d(affine=False): γ = 1, β = 0
-    tiny_var = _fold_case(6)
-    tiny_var["var"] = torch.full_like(tiny_var["var"], 1e-8)  # σ = sqrt(var + eps), not sqrt(var)
-    tiny_var["eps"] = 1e-2
-    depthwise = _fold_case(8)
-    depthwise.update(groups=depthwise["cin"], cout=depthwise["cin"])
-    c = depthwise["cin"]
-    depthwise["weight"] = torch.randn(c, 1, depthwise["k"], depthwise["k"])
-    for key in ("conv_bias", "gamma", "beta", "mean"):
-        depthwise[key] = torch.randn(c)
-    depthwise["gamma"] = depthwise["gamma"].abs() + 0.1
-    depthwise["var"] = torch.rand(c) + 0.5
-    return [no_affine, tiny_var, depthwise]
-
-
-def _fold_modules(inputs: dict) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    conv = nn.Conv2d(
-        inputs["cin"],
-        inputs["cout"],
-        inputs["k"],
-        stride=inputs["stride"],
-        padding=inputs["padding"],
-        groups=inputs["groups"],
-        bias=inputs["bias"],
-    )
-    bn = nn.BatchNorm2d(inputs["cout"], eps=inputs["eps"], affine=inputs["affine"])
-    with torch.no_grad():
-        conv.weight.copy_(inputs["weight"])
-        if conv.bias is not None:
-            conv.bias.copy_(inputs["conv_bias"])
-        if bn.affine:
-            bn.weight.copy_(inputs["gamma"])
-            bn.bias.copy_(inputs["beta"])
-        bn.running_mean.copy_(inputs["mean"])
-        bn.running_var.copy_(inputs["var"])
-    return conv.eval(), bn.eval()
-
-
-def _conv_summary(folded: Any, x: torch.Tensor) -> dict:
-    if not isinstance(folded, nn.Conv2d):
-        return {"type": type(folded).__name__}
-    return {
-        "type": "Conv2d",
-        "stride/padding/groups": [list(folded.stride), list(folded.padding), folded.groups],
-        "weight": folded.weight.detach().clone(),
-        "bias": None if folded.bias is None else folded.bias.detach().clone(),
-        "output": folded.eval()(x).detach(),
-    }
-
-
-def _fold_run(fn, inputs: dict) -> dict:
-    conv, bn = _fold_modules(inputs)
-    before = [t.detach().clone() for t in (*conv.state_dict().values(), *bn.state_dict().values())]
-    folded = fn(conv, bn)
-    after = [t.detach().clone() for t in (*conv.state_dict().values(), *bn.state_dict().values())]
-    out = _conv_summary(folded, inputs["x"])
-    out["conv and bn unchanged"] = all(torch.equal(a, b) for a, b in zip(before, after))
-    out["returned a new module"] = folded is not conv
-    return out
-
-
-def _fold_reference(inputs: dict) -> dict:
-    conv, bn = _fold_modules(inputs)
-    out = _conv_summary(fuse_conv_bn_eval(conv, bn), inputs["x"])
-    out["conv and bn unchanged"] = True
-    out["returned a new module"] = True
-    return out
-
-
-def _fold_compare(got: Any, expected: dict, inputs: dict) -> None:
-    if not isinstance(got, dict) or got.get("type") != "Conv2d":
-        kind = got.get("type") if isinstance(got, dict) else type(got).__name__
-        raise AssertionError(f"fold_conv_bn must return an nn.Conv2d, got {kind}.")
-    if not got["conv and bn unchanged"]:
-        raise AssertionError(
-            "your function changed the conv or bn it was given; build a new Conv2d "
-            "(copy.deepcopy(conv) is a good start), as fuse_conv_bn_eval does."
-        )
-    if not got["returned a new module"]:
-        raise AssertionError("return a new Conv2d, not the conv you were given.")
-    if got["bias"] is None:
-        raise AssertionError(
-            f"the folded conv has no bias (the input conv had bias={inputs['bias']}); folding always "
-            "creates one: b' = (b − μ)·γ/σ + β with b = 0 when the conv had none."
-        )
-    if got["stride/padding/groups"] != expected["stride/padding/groups"]:
-        raise AssertionError(
-            f"stride/padding/groups {got['stride/padding/groups']} but the conv had "
-            f"{expected['stride/padding/groups']}: keep the conv's hyper-parameters."
-        )
-    try:
-        assert_same(got["weight"], expected["weight"], inputs, path="weight", rtol=1e-5, atol=1e-5)
-    except AssertionError as err:
-        raise AssertionError(
-            f"{err}\nW' = W · γ/σ per output channel, σ = sqrt(running_var + eps); γ = 1 when "
-            f"the BN has no affine parameters (affine={inputs['affine']}, eps={inputs['eps']})."
-        ) from None
-    try:
-        assert_same(got["bias"], expected["bias"], inputs, path="bias", rtol=1e-5, atol=1e-5)
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nb' = (b − μ)·γ/σ + β, μ = running_mean.") from None
-    assert_same(got["output"], expected["output"], inputs, path="output", rtol=1e-4, atol=1e-4)
-
 
 # --- 4.2 fusable_patterns(model) --------------------------------------------------------------
 
@@ -362,19 +226,6 @@ def _patterns_compare(got: Any, expected: dict, inputs: dict) -> None:
 
 
 EXERCISES = [
-    Exercise(
-        id="4.1",
-        title="fold_conv_bn(conv, bn)",
-        target="fold_conv_bn",
-        points=2,
-        make_case=_fold_case,
-        run=_fold_run,
-        reference=_fold_reference,
-        compare=_fold_compare,
-        edge_cases=_fold_edge_cases,
-        hint="σ = sqrt(running_var + eps); scale each output channel's weights by γ/σ "
-        "(reshape to [C_out, 1, 1, 1]); b' = (b − μ)·γ/σ + β.",
-    ),
     Exercise(
         id="4.2",
         title="fusable_patterns(model)",

@@ -151,7 +151,12 @@ def _quantize_and_summarize(fn: Any, inputs: dict) -> dict:
         engines.engine = decoys[0]
     try:
         args = (model, _loader(inputs)) if backend is None else (model, _loader(inputs), backend)
-        result = _safe(lambda: fn(*args))
+        try:
+            result = fn(*args)
+        except NotImplementedError:
+            raise  # the blank exercise: check() says "not implemented yet"
+        except Exception as err:  # reported as a value the comparison explains
+            result = f"{type(err).__name__}: {err}"[:300]
         engine = engines.engine
         out = {"raised": result} if isinstance(result, str) else _summary(result, inputs)
     finally:
