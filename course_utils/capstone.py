@@ -147,7 +147,10 @@ def fp32_baselines(fp32: nn.Module, x: torch.Tensor) -> dict[str, tuple[nn.Modul
     """The fp32 model in ``channels_last``, eager and as a TorchScript archive, with its input."""
     cl = copy.deepcopy(fp32).eval().to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    return {"fp32 eager": (cl, x_cl), "fp32 TorchScript": (load_archive(to_archive(cl, x_cl)), x_cl)}
+    return {
+        "fp32 channels_last": (cl, x_cl),
+        "fp32 channels_last TorchScript": (load_archive(to_archive(cl, x_cl)), x_cl),
+    }
 
 
 def report_card(
