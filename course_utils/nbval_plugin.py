@@ -2,6 +2,9 @@
 
 - Fails a notebook cell whose figure reached the output as text only (``<Figure size … with N
   Axes>`` without an image): the student would see that text in JupyterLab instead of the plot.
+- Waits up to ``OUTPUT_TIMEOUT_S`` (not nbval's fixed 5 s) for a cell's outputs after its reply:
+  on 2 busy cores a cell that trains with a progress bar can leave its output messages queued
+  for longer than 5 s, which nbval reported as a failed cell (seen in a fresh-clone CI run).
 - With ``COURSE_EXECUTED_DIR`` set, writes each notebook as nbval executed it (all outputs) to
   ``$COURSE_EXECUTED_DIR/<folder>/<name>.ipynb``, so ``make site`` converts those instead of
   executing every lesson again.
@@ -19,6 +22,13 @@ import pytest
 from .site import figure_problems
 
 _EXECUTED: dict[str, nbformat.NotebookNode] = {}
+OUTPUT_TIMEOUT_S = 60
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if type(item).__name__ == "IPyNbCell" and hasattr(item, "output_timeout"):
+            item.output_timeout = OUTPUT_TIMEOUT_S
 
 
 def _is_nbval_cell(item: pytest.Item) -> bool:

@@ -34,3 +34,14 @@ def test_text_only_figure_fails_and_png_figure_passes(tmp_path: Path) -> None:
     saved = nbformat.read(str(executed / tmp_path.name / "figs.ipynb"), 4)
     assert "image/png" in saved.cells[1].outputs[0]["data"]
     assert "image/png" not in saved.cells[0].outputs[0]["data"]
+
+
+def test_cells_wait_longer_than_nbvals_five_seconds_for_their_outputs():
+    from course_utils import nbval_plugin
+
+    IPyNbCell = type("IPyNbCell", (), {})  # noqa: N806 - named like nbval's item class
+    cell, other = IPyNbCell(), type("Function", (), {})()
+    cell.output_timeout, other.output_timeout = 5, 5
+    nbval_plugin.pytest_collection_modifyitems([cell, other])
+    assert cell.output_timeout == nbval_plugin.OUTPUT_TIMEOUT_S > 5
+    assert other.output_timeout == 5
